@@ -1,0 +1,40 @@
+"""`taskbridge` command line. Each sub-command lives in its own module with a `register(app)`."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="taskbridge",
+    help="Task-driven restoration and unpaired translation: degrade, restore, translate, fit and evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Explicit list: one module per command group, imported here so `--help` lists them all.
+COMMANDS: tuple[str, ...] = (
+    "list_cmd",
+    "degrade_cmd",
+    "restore_cmd",
+    "quality_cmd",
+    "evaluate_cmd",
+    "fit_cmd",
+    "translate_cmd",
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """Task-driven restoration and unpaired translation: degrade, restore, translate, fit and evaluate."""
+
+
+for _name in COMMANDS:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def main() -> None:
+    app()

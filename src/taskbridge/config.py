@@ -1,0 +1,85 @@
+"""Recipes: YAML files with `key=value` overrides, merged with OmegaConf.
+
+A recipe may name a parent with `base: other.yaml` (resolved next to it), which is how
+presets such as FastCUT extend CUT. Unknown keys are errors that name the key: every
+section is checked against the constructor that will receive it (`registry.check_kwargs`) or
+against the dataclass schema given to `load_recipe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the file and key."""
+
+
+def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain {' -> '.join(map(str, seen))}")
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a recipe must be a mapping at top level")
+    base = cfg.pop("base", None)
+    if base is None:
+        return cfg
+    parent = _load_with_bases((path.parent / str(base)), (*seen, path))
+    return OmegaConf.merge(parent, cfg)  # type: ignore[return-value]
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got: {', '.join(bad)}")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {err}") from err
+
+
+def load_recipe(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    schema: type | None = None,
+) -> DictConfig:
+    """Load a recipe, apply overrides; with `schema` (a dataclass), unknown keys are errors."""
+    cfg = _load_with_bases(Path(path))
+    over = parse_overrides(overrides)
+    if schema is not None:
+        base = OmegaConf.structured(schema)
+        try:
+            merged = OmegaConf.merge(base, cfg, over)
+        except (ConfigKeyError, OmegaConfBaseException) as err:
+            raise ConfigError(f"{path}: {err}") from err
+        return merged  # type: ignore[return-value]
+    return OmegaConf.merge(cfg, over)  # type: ignore[return-value]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def build(registry: Any, section: Any, where: str) -> Any:
+    """Build a registry entry from a `{type: name, **kwargs}` section, with a clear error."""
+    opts = to_dict(section) if section is not None else {}
+    if "type" not in opts:
+        raise ConfigError(f"{where}: missing 'type' (one of {', '.join(registry.names())})")
+    name = opts.pop("type")
+    try:
+        return registry.create(name, **opts)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err

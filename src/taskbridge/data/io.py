@@ -1,0 +1,113 @@
+"""Reading and writing images as RGB float tensors in [0, 1], whatever the file holds.
+
+Grayscale, palette, RGBA, 16-bit and EXIF-rotated files are normal inputs; a corrupt or
+truncated file raises `ImageReadError` naming the file, never a crash deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(OSError):
+    """The file is not a readable image; the message names it and says what to do."""
+
+
+def _to_float_rgb(img: Image.Image) -> np.ndarray:
+    """HWC float32 RGB in [0, 1] from any PIL mode, keeping 16-bit precision."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "I":  # 32-bit int; PNG 16-bit grey often lands here
+        arr = np.asarray(img, dtype=np.int64).astype(np.float32)
+        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return np.repeat(np.clip(arr / scale, 0, 1)[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if arr.max(initial=0) > 1.0:
+            arr = arr / 255.0
+        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        rgb, alpha = arr[..., :3], arr[..., 3:4]
+        return rgb * alpha + (1.0 - alpha) * 0.5  # composite over mid-grey: no fake black/white edges
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read an image file as a CHW float32 RGB tensor in [0, 1] (EXIF orientation applied)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # forces decoding: truncated files fail here, not later
+            img = ImageOps.exif_transpose(img) or img
+            arr = _to_float_rgb(img)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"{path}: not a readable image ({err}). Remove or replace the file.") from err
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageReadError(f"{path}: image has zero size")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def try_read_image(path: str | os.PathLike[str], on_error: str = "skip") -> torch.Tensor | None:
+    """`read_image`, or None with a warning naming the file when `on_error='skip'`."""
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    try:
+        return read_image(path)
+    except ImageReadError as err:
+        if on_error == "raise":
+            raise
+        warnings.warn(f"skipping unreadable image: {err}", stacklevel=2)
+        return None
+
+
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected a CHW image tensor with 1 or 3 channels, got shape {tuple(image.shape)}")
+    img = image.detach().float().clamp(0, 1).cpu()
+    if img.shape[0] == 1:
+        img = img.expand(3, -1, -1)
+    return (img.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike[str], quality: int = 95) -> Path:
+    """Write a CHW [0, 1] tensor atomically (temp file then rename); the format follows the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil = Image.fromarray(to_uint8_hwc(image))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix or ".png")
+    os.close(fd)
+    try:
+        kwargs = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+        pil.save(tmp, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def list_images(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """Sorted image files under `folder`; a clear error when it holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images with suffix {', '.join(IMAGE_SUFFIXES)}")
+    return files

@@ -1,0 +1,3 @@
+"""degrade family. PLUGINS lists the modules imported lazily by the registry."""
+
+PLUGINS: tuple[str, ...] = ()

@@ -1,0 +1,29 @@
+"""Shared fixtures: the real data in ../shared/data (nothing is downloaded at test time)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TASKBRIDGE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+
+# Weights resolve from the shared data folder unless the caller points elsewhere.
+os.environ.setdefault("TASKBRIDGE_WEIGHTS", str(SHARED_DATA))
+os.environ.setdefault("TASKBRIDGE_CACHE", str(REPO / ".pytest_cache" / "taskbridge"))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; set TASKBRIDGE_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
