@@ -1,4 +1,4 @@
-"""`taskbridge fit` (being written; see its issue)."""
+"""`taskbridge fit RECIPE [key=value ...] [--resume auto|PATH] [--device cpu|cuda]`."""
 
 from __future__ import annotations
 
@@ -6,4 +6,35 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    @app.command(
+        "fit",
+        context_settings={"allow_extra_args": False},
+    )
+    def fit_cmd(
+        recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/smoke.yaml."),
+        overrides: list[str] = typer.Argument(None, help="Recipe overrides key=value, e.g. train.steps=100 data.batch_size=2."),
+        resume: str = typer.Option(None, "--resume", help="'auto' (the run's last checkpoint, if any) or a checkpoint path."),
+        device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (overrides train.device)."),
+        output_dir: str = typer.Option(None, "--output-dir", "-o", help="Overrides the recipe's output_dir (default runs/<name>)."),
+        until: int = typer.Option(None, "--until", help="Stop (with a checkpoint) after this step; resume later."),
+    ) -> None:
+        """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation."""
+        import json
+
+        from taskbridge.config import ConfigError, load_recipe, to_dict
+        from taskbridge.engine.checkpoint import CheckpointError
+        from taskbridge.engine.trainer import NonFiniteLossError, Trainer
+
+        try:
+            cfg = to_dict(load_recipe(recipe, overrides or []))
+            trainer = Trainer(cfg, output_dir=output_dir, device=device)
+        except (ConfigError, FileNotFoundError, CheckpointError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo(trainer.summary())
+        try:
+            result = trainer.fit(resume=resume, until=until)
+        except (NonFiniteLossError, CheckpointError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from err
+        typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted", "resumed_from")}, indent=1))

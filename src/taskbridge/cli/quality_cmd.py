@@ -1,9 +1,102 @@
-"""`taskbridge quality` (being written; see its issue)."""
+"""`taskbridge evaluate-quality`: image-quality metrics of a folder, against references if given."""
 
 from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
+def stem_key(path: Path, root: Path) -> str:
+    """Relative path without suffix: pred 'a/b.png' matches ref 'a/b.jpg'."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def match_pairs(pred_files: list[Path], pred_root: Path, ref_files: list[Path], ref_root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pairs by relative stem; returns (pairs, keys of predictions without a reference)."""
+    refs: dict[str, Path] = {}
+    for f in ref_files:
+        key = stem_key(f, ref_root)
+        if key in refs:
+            raise typer.BadParameter(f"two references share the stem '{key}': {refs[key]} and {f}")
+        refs[key] = f
+    pairs, missing = [], []
+    for f in pred_files:
+        key = stem_key(f, pred_root)
+        if key in refs:
+            pairs.append((f, refs[key]))
+        else:
+            missing.append(key)
+    return pairs, missing
+
+
+def format_table(means: dict[str, float], metrics: dict[str, Any], count: int) -> str:
+    lines = [f"{'metric':<8} {'mean':>10}  better  (n={count})"]
+    for name, value in means.items():
+        arrow = "lower" if getattr(metrics[name], "lower_better", False) else "higher"
+        lines.append(f"{name:<8} {value:>10.4f}  {arrow}")
+    return "\n".join(lines)
+
+
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    @app.command("evaluate-quality")
+    def evaluate_quality(
+        pred: Path = typer.Option(..., "--pred", "-p", help="Folder of images to score (searched recursively)."),
+        ref: Path = typer.Option(None, "--ref", help="Folder of clean references, matched by relative path stem."),
+        metrics: str = typer.Option(None, help="Comma-separated metrics; default psnr,ssim,niqe with --ref, else niqe."),
+        json_out: Path = typer.Option(None, "--json", help="Where to write per-image scores (default ./quality_<pred>.json)."),
+        device: str = typer.Option("cpu", help="torch device for the metrics."),
+    ) -> None:
+        """Score images: PSNR/SSIM/LPIPS against --ref, NIQE without; prints means, writes JSON."""
+        from tqdm import tqdm
+
+        from taskbridge.data.io import list_images, read_image
+        from taskbridge.registry import METRICS
+
+        names = [m.strip() for m in (metrics or ("psnr,ssim,niqe" if ref else "niqe")).split(",") if m.strip()]
+        objs = {n: METRICS.create(n) for n in names}
+        for n, m in objs.items():
+            if not hasattr(m, "needs_reference"):
+                raise typer.BadParameter(f"'{n}' is not an image-quality metric")
+            if m.needs_reference and ref is None:
+                raise typer.BadParameter(f"metric '{n}' needs --ref (only no-reference metrics such as niqe work without)")
+        pred_files = list_images(pred)
+        if ref is not None:
+            pairs, missing = match_pairs(pred_files, pred, list_images(ref), ref)
+            if not pairs:
+                raise typer.BadParameter(f"no image in {pred} has a reference in {ref} with the same relative path stem")
+            if missing:
+                typer.echo(f"warning: {len(missing)} prediction(s) without reference skipped, e.g. {missing[:3]}", err=True)
+        else:
+            pairs = [(f, None) for f in pred_files]  # type: ignore[misc]
+        per_image: dict[str, dict[str, float]] = {}
+        for p, r in tqdm(pairs, desc="evaluate-quality", unit="img"):
+            image = read_image(p).unsqueeze(0).to(device)
+            clean = read_image(r).unsqueeze(0).to(device) if r is not None else None
+            if clean is not None and clean.shape != image.shape:
+                raise typer.BadParameter(f"{p} {tuple(image.shape[-2:])} and {r} {tuple(clean.shape[-2:])} differ in size")
+            row = {}
+            for n, m in objs.items():
+                try:
+                    row[n] = float(m(image, clean if m.needs_reference else None)[0])
+                except ValueError as err:
+                    raise typer.BadParameter(f"{n} failed on {p}: {err}") from err
+            per_image[stem_key(p, pred)] = row
+        means = {n: sum(v[n] for v in per_image.values()) / len(per_image) for n in names}
+        typer.echo(format_table(means, objs, len(per_image)))
+        out = json_out or Path(f"quality_{pred.resolve().name}.json")
+        report = {
+            "pred": str(pred),
+            "ref": None if ref is None else str(ref),
+            "count": len(per_image),
+            "mean": means,
+            "lower_better": {n: bool(objs[n].lower_better) for n in names},
+            "settings": {n: objs[n].settings() for n in names},
+            "per_image": per_image,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, allow_nan=True, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x)))
+        typer.echo(f"wrote {out}")

@@ -1,3 +1,3 @@
 """metrics family. PLUGINS lists the modules imported lazily by the registry."""
 
-PLUGINS: tuple[str, ...] = ()
+PLUGINS: tuple[str, ...] = ("detection", "classification", "quality")

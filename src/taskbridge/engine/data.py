@@ -1,0 +1,215 @@
+"""The recipe's `data:` section -> training dataset (+ the held-out validation part).
+
+Two sources:
+
+* `source: folders` (default): `train_A` / `train_B` are folders, globs or lists of files relative
+  to `root`; `UnpairedDataset` pairs them. `split: {fractions: {train: 0.8, val: 0.2}, seed, file}`
+  carves a validation part out of A (stored as JSON, by default `<output_dir>/split_A.json`, so
+  a resumed or re-evaluated run uses the same files); `val_A` names an explicit held-out set instead.
+* `source: cifar_npz` (classification track): one labelled .npz; `split.fractions` cuts disjoint
+  index pools `A`, `B` and `val`; A is degraded once by `degradation: {type: lowlight, ...}`
+  under the run seed, B stays clean; `val` keeps labels for validation.
+
+`root` defaults to `$TASKBRIDGE_DATA`, else `../shared/data` relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from taskbridge.config import ConfigError
+
+FOLDER_KEYS = {"source", "root", "train_A", "train_B", "val_A", "split", "size", "resize", "crop", "flip",
+               "keep_aspect", "repair_each_epoch", "batch_size", "num_workers", "shuffle", "on_error"}
+NPZ_KEYS = {"source", "root", "path", "split", "degradation", "flip", "batch_size", "num_workers", "shuffle",
+            "repair_each_epoch"}
+
+
+def data_root(cfg: dict[str, Any]) -> Path:
+    from taskbridge.data.root import data_root as _root
+
+    return _root(cfg.get("root"))
+
+
+def resolve_source(spec: Any, root: Path, where: str) -> list[Path]:
+    """Folder (recursive), glob pattern or list of files, each relative to `root` unless absolute."""
+    from taskbridge.data.io import IMAGE_SUFFIXES, list_images
+
+    if spec is None:
+        raise ConfigError(f"data.{where}: missing (a folder, glob or list of image files relative to {root})")
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    files: list[Path] = []
+    for item in items:
+        p = Path(str(item)).expanduser()
+        p = p if p.is_absolute() else root / p
+        if any(ch in str(item) for ch in "*?["):
+            hits = sorted(Path(h) for h in glob.glob(str(p), recursive=True) if Path(h).suffix.lower() in IMAGE_SUFFIXES)
+            if not hits:
+                raise ConfigError(f"data.{where}: pattern {p} matches no images")
+            files += hits
+        elif p.is_dir():
+            files += list_images(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"data.{where}: {p} does not exist (paths are relative to data.root={root})")
+    return files
+
+
+@dataclass
+class DataPlan:
+    """What the recipe's data section resolves to; `describe()` goes into the run summary."""
+
+    source: str
+    train: Dataset
+    collate: Callable[[list[Any]], Any] | None
+    val_files: list[Path] | None = None  # folder source: held-out A files
+    val_arrays: Any = None  # cifar source: ClassificationArrays of the val pool (clean, labelled)
+    degradation: Any = None  # cifar source: the module that made A (validation degrades with it too)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_data(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) -> DataPlan:
+    source = str(cfg.get("source", "folders"))
+    if source == "folders":
+        return _plan_folders(cfg, seed, output_dir)
+    if source == "cifar_npz":
+        return _plan_cifar(cfg, seed)
+    raise ConfigError(f"data.source: unknown '{source}'; one of folders, cifar_npz")
+
+
+def _check_keys(cfg: dict[str, Any], allowed: set[str], source: str) -> None:
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ConfigError(f"data: unknown key(s) {', '.join(unknown)} for source '{source}'; accepted: {', '.join(sorted(allowed))}")
+
+
+def _plan_folders(cfg: dict[str, Any], seed: int, output_dir: Path | None) -> DataPlan:
+    from taskbridge.data.splits import load_or_create_split, split_paths
+    from taskbridge.data.unpaired import UnpairedDataset, unpaired_collate
+
+    _check_keys(cfg, FOLDER_KEYS, "folders")
+    root = data_root(cfg)
+    a_files = resolve_source(cfg.get("train_A"), root, "train_A")
+    b_files = resolve_source(cfg.get("train_B"), root, "train_B")
+    val_files = None
+    info: dict[str, Any] = {"root": str(root)}
+    split = cfg.get("split")
+    if split:
+        if cfg.get("val_A"):
+            raise ConfigError("data: give either split (carve val out of train_A) or val_A, not both")
+        split = dict(split)
+        fractions = dict(split.pop("fractions", {"train": 0.8, "val": 0.2}))
+        s_seed = int(split.pop("seed", seed))
+        file = split.pop("file", None)
+        if split:
+            raise ConfigError(f"data.split: unknown key(s) {', '.join(sorted(split))}; accepted: fractions, seed, file")
+        if "train" not in fractions or "val" not in fractions:
+            raise ConfigError(f"data.split.fractions needs 'train' and 'val' parts, got {fractions}")
+        a_root = Path(os.path.commonpath([str(f.parent) for f in a_files]))
+        path = Path(file) if file else (output_dir or Path(".")) / "split_A.json"
+        parts = split_paths(load_or_create_split(path, a_files, fractions, s_seed, root=a_root), a_root)
+        a_files, val_files = parts["train"], parts["val"]
+        if not a_files or not val_files:
+            raise ConfigError(f"data.split: fractions {fractions} leave an empty train or val part of {len(a_files) + len(val_files or [])} A images")
+        info["split_file"] = str(path)
+    elif cfg.get("val_A"):
+        val_files = resolve_source(cfg.get("val_A"), root, "val_A")
+        overlap = {f.resolve() for f in val_files} & {f.resolve() for f in a_files}
+        if overlap:
+            raise ConfigError(f"data: val_A and train_A share {len(overlap)} file(s), e.g. {sorted(overlap)[0]}")
+    size = cfg.get("size", 256)
+    ds = UnpairedDataset(
+        a_files, b_files, size=size, resize=cfg.get("resize"), crop=str(cfg.get("crop", "random")),
+        flip=bool(cfg.get("flip", False)), seed=seed, on_error=str(cfg.get("on_error", "skip")),
+        keep_aspect=bool(cfg.get("keep_aspect", False)), repair_each_epoch=bool(cfg.get("repair_each_epoch", True)),
+    )
+    info.update(train_A=len(a_files), train_B=len(b_files), val_A=len(val_files) if val_files else 0)
+    ds.sizes = info  # type: ignore[attr-defined]  # shown in the run summary
+    return DataPlan("folders", ds, unpaired_collate, val_files=val_files, info=info)
+
+
+class UnpairedTensors(Dataset):
+    """In-memory unpaired A/B images with the same pairing rule as `UnpairedDataset`:
+    item i of epoch e = (A[i mod |A|], B[perm_e[i mod |B|]]), perm_e drawn from (seed, e)."""
+
+    def __init__(self, a: Tensor, b: Tensor, seed: int = 0, flip: bool = False, repair_each_epoch: bool = True) -> None:
+        self.a, self.b, self.seed, self.flip, self.repair = a, b, int(seed), flip, repair_each_epoch
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        from taskbridge.engine.seed import derive_seed
+
+        self.epoch = int(epoch)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch if self.repair else 0, 7))
+        self.perm = torch.randperm(len(self.b), generator=g)
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from taskbridge.engine.seed import derive_seed
+
+        ia, ib = i % len(self.a), int(self.perm[i % len(self.b)])
+        a, b = self.a[ia], self.b[ib]
+        if self.flip:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i, 3))
+            flips = torch.rand(2, generator=g) < 0.5
+            a = a.flip(-1) if flips[0] else a
+            b = b.flip(-1) if flips[1] else b
+        return {"A": a, "B": b, "A_path": f"A[{ia}]", "B_path": f"B[{ib}]"}
+
+
+def _plan_cifar(cfg: dict[str, Any], seed: int) -> DataPlan:
+    from taskbridge.config import build
+    from taskbridge.data.splits import split_files
+    from taskbridge.data.unpaired import unpaired_collate
+    from taskbridge.evaluation.datasets import ClassificationArrays, load_cifar_npz
+    from taskbridge.registry import DEGRADATIONS
+
+    _check_keys(cfg, NPZ_KEYS, "cifar_npz")
+    root = data_root(cfg)
+    if not cfg.get("path"):
+        raise ConfigError("data.path: missing (the .npz file, relative to data.root)")
+    path = Path(str(cfg["path"]))
+    path = path if path.is_absolute() else root / path
+    if not path.exists():
+        raise ConfigError(f"data.path: {path} does not exist (relative to data.root={root})")
+    arrays = load_cifar_npz(path)
+    split = dict(cfg.get("split") or {})
+    fractions = dict(split.pop("fractions", {"A": 0.4, "B": 0.4, "val": 0.2}))
+    s_seed = int(split.pop("seed", seed))
+    if split:
+        raise ConfigError(f"data.split: unknown key(s) {', '.join(sorted(split))}; accepted: fractions, seed")
+    if not {"A", "B"} <= set(fractions):
+        raise ConfigError(f"data.split.fractions needs disjoint pools 'A' and 'B' (and 'val'), got {fractions}")
+    names = [f"{i:06d}" for i in range(len(arrays))]
+    parts = {k: torch.tensor([int(n) for n in v], dtype=torch.long) for k, v in split_files(names, fractions, s_seed).items()}
+    if cfg.get("degradation") is None:
+        raise ConfigError("data.degradation: missing (e.g. {type: lowlight}); A is made by degrading its pool")
+    degradation = build(DEGRADATIONS, cfg["degradation"], "data.degradation")
+    clean_a = arrays.images[parts["A"]]
+    with torch.no_grad():
+        out = degradation(clean_a, generator=torch.Generator().manual_seed(seed))
+    degraded = (out[0] if isinstance(out, tuple) else out).clamp(0, 1)
+    ds = UnpairedTensors(degraded, arrays.images[parts["B"]], seed=seed, flip=bool(cfg.get("flip", False)),
+                         repair_each_epoch=bool(cfg.get("repair_each_epoch", True)))
+    val = None
+    if "val" in parts and len(parts["val"]):
+        val = ClassificationArrays(arrays.images[parts["val"]], arrays.labels[parts["val"]], arrays.class_names)
+    info = {"source": str(path), "A": len(parts["A"]), "B": len(parts["B"]), "val": len(parts.get("val", []))}
+    ds.sizes = info  # type: ignore[attr-defined]
+    return DataPlan("cifar_npz", ds, unpaired_collate, val_arrays=val, degradation=degradation, info=info)
+
+
+def file_names(files: Sequence[Path]) -> set[str]:
+    return {str(Path(f).resolve()) for f in files}

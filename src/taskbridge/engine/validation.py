@@ -1,0 +1,98 @@
+"""The recipe's `val:` section -> a validator `(translator, step) -> {metric: value}`.
+
+Validation runs only on the held-out split the data section defines (never the test split):
+
+* `type: detection`: `task: {type: ..., ...}` (frozen detector), `data:` the labelled folder
+  (relative to data.root) holding the held-out images; when `data.split` carved a val part out of
+  train_A only those files are scored. Options passed to `evaluate_detection`: img_size,
+  conf_thres, iou_thres, class_map, max_det, multi_label, letterbox_mode, limit.
+* `type: classification` (with `data.source: cifar_npz`): scores the val pool, degraded by the
+  data section's degradation under `seed`; options: task, batch_size, class_map, seed.
+
+Both: `translate_size` (working size; null = the task input itself) and `residual` (add the
+upsampled change to the full-size image, REFERENCE 1.9) define how the translator is applied.
+`metric`/`mode`/`split_name` are read by the trainer (best-checkpoint selection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskbridge.config import ConfigError, build
+from taskbridge.engine.data import DataPlan, data_root, file_names
+
+DETECTION_KEYS = {"type", "task", "data", "img_size", "conf_thres", "iou_thres", "class_map", "max_det",
+                  "multi_label", "letterbox_mode", "limit", "translate_size", "residual", "label_format"}
+CLASSIFICATION_KEYS = {"type", "task", "batch_size", "class_map", "seed", "translate_size", "residual"}
+
+
+def _scalars(result: Mapping[str, Any]) -> dict[str, float]:
+    """Top-level numbers of an evaluation result, plus `coco_*` numbers of its COCO cross-check."""
+    out = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    coco = result.get("coco")
+    if isinstance(coco, Mapping):
+        out.update({f"coco_{k}": float(v) for k, v in coco.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    out.pop("seconds", None)
+    return out
+
+
+def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], plan: DataPlan, seed: int,
+                    device: torch.device) -> Callable[[nn.Module, int], dict[str, float]] | None:
+    cfg = {k: v for k, v in dict(val_cfg).items() if k not in ("metric", "mode", "split_name")}
+    kind = cfg.get("type", "none")
+    if kind in (None, "none"):
+        return None
+    from taskbridge import evaluation
+    from taskbridge.registry import TASKS
+
+    if kind == "detection":
+        unknown = sorted(set(cfg) - DETECTION_KEYS)
+        if unknown:
+            raise ConfigError(f"val: unknown key(s) {', '.join(unknown)} for detection; accepted: {', '.join(sorted(DETECTION_KEYS))}")
+        if not cfg.get("task") or not cfg.get("data"):
+            raise ConfigError("val (detection): needs 'task' ({type: ...}) and 'data' (labelled folder relative to data.root)")
+        folder = Path(str(cfg["data"]))
+        folder = folder if folder.is_absolute() else data_root(dict(data_cfg)) / folder
+        dataset = evaluation.DetectionFolder(folder, label_format=str(cfg.get("label_format", "auto")))
+        if plan.val_files is not None:
+            keep = file_names(plan.val_files)
+            dataset.items = [it for it in dataset.items if str(Path(it[0]).resolve()) in keep]
+            if not dataset.items:
+                raise ConfigError(f"val.data={folder} holds none of the {len(keep)} held-out images of data.split/val_A")
+        task = build(TASKS, cfg["task"], "val.task").to(device).eval()
+        opts = {k: cfg[k] for k in ("img_size", "conf_thres", "iou_thres", "class_map", "max_det", "multi_label",
+                                     "letterbox_mode", "limit") if k in cfg}
+
+        def validate_detection(translator: nn.Module, step: int) -> dict[str, float]:
+            pipe = evaluation.ImagePipeline(None, translator, cfg.get("translate_size"), bool(cfg.get("residual", True)))
+            res = evaluation.evaluate_detection(task, dataset, pipe, progress=False, device=device, **opts)
+            return _scalars(res)
+
+        return validate_detection
+
+    if kind == "classification":
+        unknown = sorted(set(cfg) - CLASSIFICATION_KEYS)
+        if unknown:
+            raise ConfigError(f"val: unknown key(s) {', '.join(unknown)} for classification; accepted: {', '.join(sorted(CLASSIFICATION_KEYS))}")
+        if plan.val_arrays is None:
+            raise ConfigError("val (classification): the data section has no 'val' pool (data.source: cifar_npz with split.fractions.val)")
+        if not cfg.get("task"):
+            raise ConfigError("val (classification): needs 'task' ({type: ...})")
+        task = build(TASKS, cfg["task"], "val.task").to(device).eval()
+        v_seed = int(cfg.get("seed", seed))
+
+        def validate_classification(translator: nn.Module, step: int) -> dict[str, float]:
+            pipe = evaluation.ImagePipeline(None, translator, cfg.get("translate_size"), bool(cfg.get("residual", True)))
+            res = evaluation.evaluate_classification(
+                task, plan.val_arrays, pipe, batch_size=int(cfg.get("batch_size", 256)), degrade=plan.degradation,
+                seed=v_seed, class_map=cfg.get("class_map"), progress=False, device=device)
+            return _scalars(res)
+
+        return validate_classification
+
+    raise ConfigError(f"val.type: unknown '{kind}'; one of none, detection, classification")

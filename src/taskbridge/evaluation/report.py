@@ -1,0 +1,131 @@
+"""Evaluation outputs: a plain-text table, a JSON file, and a before/after picture grid of detections."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+def _fmt(v: float) -> str:
+    return "  n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def detection_table(results: dict[str, dict]) -> str:
+    """One row per run (e.g. 'degraded', '+aodnet'), one column per class, then mAP50 (VOC) and COCO numbers."""
+    first = next(iter(results.values()))
+    classes = list(first["voc"]["per_class"])
+    head = f"{'run':<24}" + "".join(f"{c[:10]:>11}" for c in classes) + f"{'mAP50':>9}{'COCO50':>9}{'COCO50:95':>11}"
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        pc = r["voc"]["per_class"]
+        coco = r.get("coco") or {}
+        lines.append(
+            f"{name:<24}" + "".join(f"{_fmt(pc[c]['ap']):>11}" for c in classes)
+            + f"{_fmt(r['map50']):>9}{_fmt(coco.get('map50')):>9}{_fmt(coco.get('map50_95')):>11}"
+        )
+    return "\n".join(lines)
+
+
+def classification_table(results: dict[str, dict]) -> str:
+    head = f"{'run':<32}{'top-1':>9}{'ROC-AUC':>9}{'images':>8}"
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        lines.append(f"{name:<32}{100 * r['top1']:>8.2f}%{_fmt(r['roc_auc_macro']):>9}{r['num_images']:>8}")
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike[str], payload: dict) -> Path:
+    """Atomic JSON write (NaN written as null so any JSON reader accepts the file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(o: object) -> object:
+        if isinstance(o, float) and math.isnan(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, Tensor):
+            return clean(o.tolist())
+        return o
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(clean(payload), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[str], color: str = "red",
+                    gt: Tensor | None = None, width: int = 2) -> Tensor:
+    """uint8 CHW picture with predicted boxes (coloured, labelled) and ground truth (green, thin)."""
+    from torchvision.utils import draw_bounding_boxes
+
+    img = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    if gt is not None and len(gt):
+        img = draw_bounding_boxes(img, gt.float(), colors="lime", width=1)
+    if len(boxes):
+        img = draw_bounding_boxes(img, boxes.float(), labels=list(labels), colors=color, width=width)
+    return img
+
+
+def detection_grid(task, samples: Sequence, pipeline: Callable[[Tensor], Tensor] | None, class_map,
+                   indices: Sequence[int], img_size: int = 640, conf: float = 0.25, letterbox_mode: str = "min",
+                   tile: int = 320, degrade: Callable | None = None, seed: int = 0) -> Tensor:
+    """Rows = images; columns = degraded input with its detections, then pipeline output with its detections.
+
+    Boxes above `conf` are drawn in each column's own input (letterboxed, then resized to `tile`);
+    ground-truth boxes of the evaluated classes are drawn thin in green.
+    """
+    import torch.nn.functional as F
+
+    from taskbridge.evaluation.class_map import ClassMap
+    from taskbridge.evaluation.detection import apply_degradation
+    from taskbridge.evaluation.letterbox import letterbox
+
+    cmap = ClassMap.from_any(class_map, default=task.class_names)
+    lut = cmap.model_lookup(task.class_names)
+    tiles = []
+    dev = next((p.device for p in task.parameters()), torch.device("cpu"))
+    for i in indices:
+        s = samples[i]
+        image = apply_degradation(degrade, s.image, seed + i if degrade is not None else None)
+        lb, info = letterbox(image, img_size, int(getattr(task, "stride", 32)), letterbox_mode)
+        gidx = [k for k, n in enumerate(s.names) if cmap.index(n, "dataset") >= 0]
+        gt = info.boxes_to_letterbox(s.boxes[gidx]) if gidx else torch.zeros(0, 4)
+        columns = [lb[None].to(dev)]
+        if pipeline is not None:
+            with torch.no_grad():
+                columns.append(pipeline(columns[0]))
+        for col, x in enumerate(columns):
+            with torch.no_grad():
+                det = task.predict(x, conf_thres=conf, iou_thres=0.45, max_det=100)[0]
+            ev = [lut[j] for j in det.labels.tolist()]
+            keep = [k for k, e in enumerate(ev) if e >= 0]
+            names = [f"{cmap.classes[ev[k]]} {float(det.scores[k]):.2f}" for k in keep]
+            pic = draw_detections(x[0].cpu(), det.boxes[keep].cpu(), names, "red" if col == 0 else "orange", gt)
+            scale = tile / max(pic.shape[-2:])
+            size = (max(1, round(pic.shape[-2] * scale)), max(1, round(pic.shape[-1] * scale)))
+            pic = F.interpolate(pic[None].float(), size=size, mode="bilinear", antialias=True)[0]
+            canvas = torch.zeros(3, tile, tile)
+            canvas[:, : size[0], : size[1]] = pic
+            tiles.append(canvas.round().to(torch.uint8))
+    from torchvision.utils import make_grid
+
+    return make_grid(torch.stack(tiles).float(), nrow=1 if pipeline is None else 2, padding=4).to(torch.uint8)
+
+
+def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
+    """uint8 CHW -> PNG."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(path)
+    return path

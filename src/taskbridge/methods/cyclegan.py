@@ -1,0 +1,116 @@
+"""CycleGAN (Zhu et al. 2017; REFERENCE 4): two ResNet generators, two 70x70 PatchGANs.
+
+G_A: A -> B, G_B: B -> A; D_A scores B-domain images, D_B A-domain images.
+L_G = GAN(D_A(G_A(A))) + GAN(D_B(G_B(B))) + lambda_A |G_B(G_A(A)) - A|_1 + lambda_B |G_A(G_B(B)) - B|_1
+      + lambda_idt (lambda_B |G_A(B) - B|_1 + lambda_A |G_B(A) - A|_1),
+lambda_A = lambda_B = 10, lambda_idt = 0.5, LSGAN; L_D = 1/2 (real + pooled fake) per D.
+L1 terms are in the generators' [-1, 1] space, like the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from taskbridge.methods.base import Method
+from taskbridge.methods.cut import ADAM_GAN, frozen, to_signed, to_unit, unpaired_inputs
+from taskbridge.methods.gan_losses import check_gan_mode, discriminator_gan_loss, generator_gan_loss
+from taskbridge.methods.image_pool import ImagePool
+from taskbridge.registry import METHODS
+from taskbridge.translators.patchgan import PatchGAN
+from taskbridge.translators.resnet_generator import ResnetGenerator
+
+
+@METHODS.register("cyclegan")
+class CycleGAN(Method):
+    """CycleGAN: cycle-consistent adversarial translation A <-> B (LSGAN, image pool 50)."""
+
+    inference_modules = ("G_A", "G_B")
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        ndf: int = 64,
+        n_blocks: int = 9,
+        n_layers_D: int = 3,
+        norm: str = "instance",
+        antialias: bool = False,
+        init: str = "normal",
+        init_gain: float = 0.02,
+        gan_mode: str = "lsgan",
+        lambda_A: float = 10.0,
+        lambda_B: float = 10.0,
+        lambda_idt: float = 0.5,
+        pool_size: int = 50,
+    ) -> None:
+        super().__init__()
+        self.gan_mode = check_gan_mode(gan_mode)
+        self.lambda_A, self.lambda_B, self.lambda_idt = float(lambda_A), float(lambda_B), float(lambda_idt)
+        g = {"ngf": ngf, "n_blocks": n_blocks, "norm": norm, "antialias": antialias, "init": init, "init_gain": init_gain}
+        d = {"ndf": ndf, "n_layers": n_layers_D, "norm": norm, "antialias": antialias, "init": init, "init_gain": init_gain}
+        self.G_A, self.G_B = ResnetGenerator(**g), ResnetGenerator(**g)
+        self.D_A, self.D_B = PatchGAN(**d), PatchGAN(**d)
+        self.pool_A, self.pool_B = ImagePool(pool_size), ImagePool(pool_size)  # fakes of domain A / B
+
+    def optim_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "G": [*self.G_A.parameters(), *self.G_B.parameters()],
+            "D": [*self.D_A.parameters(), *self.D_B.parameters()],
+        }
+
+    def default_optim(self) -> dict[str, dict[str, Any]]:
+        return {"G": dict(ADAM_GAN), "D": dict(ADAM_GAN)}
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+        real_A, real_B = unpaired_inputs(batch, "CycleGAN")
+        fake_B = self.G_A(real_A)
+        rec_A = self.G_B(fake_B)
+        fake_A = self.G_B(real_B)
+        rec_B = self.G_A(fake_A)
+        with frozen(self.D_A), frozen(self.D_B):
+            gan_A = generator_gan_loss(self.D_A(fake_B), self.gan_mode)
+            gan_B = generator_gan_loss(self.D_B(fake_A), self.gan_mode)
+        cyc_A = (rec_A - real_A).abs().mean()
+        cyc_B = (rec_B - real_B).abs().mean()
+        loss_G = gan_A + gan_B + self.lambda_A * cyc_A + self.lambda_B * cyc_B
+        out: dict[str, Tensor] = {}
+        if self.lambda_idt > 0:
+            idt_A = (self.G_A(real_B) - real_B).abs().mean()
+            idt_B = (self.G_B(real_A) - real_A).abs().mean()
+            loss_G = loss_G + self.lambda_idt * (self.lambda_B * idt_A + self.lambda_A * idt_B)
+            out.update({"G/idt_A": idt_A.detach(), "G/idt_B": idt_B.detach()})
+        pooled_B = self.pool_B.query(fake_B)
+        pooled_A = self.pool_A.query(fake_A)
+        d_A = discriminator_gan_loss(self.D_A(real_B), self.D_A(pooled_B), self.gan_mode)
+        d_B = discriminator_gan_loss(self.D_B(real_A), self.D_B(pooled_A), self.gan_mode)
+        out.update(
+            {
+                "loss/G": loss_G,
+                "loss/D": d_A + d_B,
+                "G/gan_A": gan_A.detach(),
+                "G/gan_B": gan_B.detach(),
+                "G/cycle_A": cyc_A.detach(),
+                "G/cycle_B": cyc_B.detach(),
+                "D/A": d_A.detach(),
+                "D/B": d_B.detach(),
+            }
+        )
+        return out
+
+    def translate(self, images: Tensor) -> Tensor:
+        return to_unit(self.G_A(to_signed(images)))
+
+    def translate_back(self, images: Tensor) -> Tensor:
+        """B -> A with the second generator."""
+        return to_unit(self.G_B(to_signed(images)))
+
+    @torch.no_grad()
+    def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        real_A, real_B = unpaired_inputs(batch, "CycleGAN")
+        fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
+        return {
+            "real_A": to_unit(real_A), "fake_B": to_unit(fake_B), "rec_A": to_unit(self.G_B(fake_B)),
+            "real_B": to_unit(real_B), "fake_A": to_unit(fake_A), "rec_B": to_unit(self.G_A(fake_A)),
+        }

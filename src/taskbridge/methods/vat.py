@@ -1,0 +1,396 @@
+"""VaT objective (Wu & Jin, ECCV 2024): cycle loss + maximum marginal likelihood through a frozen task model.
+
+Per step (paper Alg. 1, official code's three flows, REFERENCE §1.2-1.6):
+
+1. I_R = R(I_LQ) (frozen restorer, clamped to [0, 1]); I_F, gate = G_A(I_R, I_LQ); out = T_A(I_F).
+2. L_cyc (Eq. 6) = |I_F - T_B(out)|_1 + |I_HQ - T_A(T_B(I_HQ))|_1 (forward target is the *fused* image).
+3. Pseudo-labels (frozen task, no grad): Y_HQ = D(I_HQ); Y_LQ = NMS(D(I_LQ) u D(I_R));
+   Y_L = NMS(D(I_F) u D(I_R) u D(I_LQ) u D(out)) (``pseudo_views: code``; ``paper`` uses Y_LQ).
+   NUQ gives u' per label; certainty filtering keeps certain (hard) and uncertain (soft) labels.
+4. L_mle (Eq. 8) = sum of the flows, each the frozen task's own differentiable loss:
+   fusion      D((1-a) I_F + a I_HQ)           labels Y_LQ u Y_HQ -> gradient to the GFM
+   translation D(T_A((1-a2) aug(I_F) + a2 I_HQ)) labels Y_L u Y_HQ -> UTM (I_F detached)
+   hq          D(T_A(I_HQ))                      labels Y_HQ, weight 1 -> UTM
+   a = clean share of the mixup (Eq. 7; see `uncertainty.mixup`), label weights per `mixup`/`weighting`.
+5. loss = cycle_weight * L_cyc + mle_weight * L_mle. No discriminator.
+
+A flow with no surviving labels is skipped (its label counts are logged; L_cyc stays). Every
+loss is asserted finite. Classification tasks: pseudo-label = argmax of the most confident view,
+NUQ feature = logits, targets = soft label rows (share * weight * one-hot) through the task loss.
+
+[decision] `weighting` defaults to ``official`` (0.5 + 500 u, grows with uncertainty, as coded and
+as Eq. 7 reads) for reproduction; ``inverse`` mirrors it in the same range; see `uncertainty.certainty`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from taskbridge.config import build
+from taskbridge.methods.base import Method
+from taskbridge.registry import METHODS, RESTORERS, TASKS
+from taskbridge.tasks.base import ClassificationTargets, Detections, DetectionTargets
+from taskbridge.translators.vat import VaTTranslator
+from taskbridge.uncertainty.augment import augment_batch
+from taskbridge.uncertainty.certainty import WEIGHTINGS, background_weight, detections_to_targets
+from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, sample_clean_share
+from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
+from taskbridge.uncertainty.pseudo_labels import classification_pseudo_labels, predict_views, union_nms
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def _fit_images(folder: str, max_images: int, size: int | list[int], batch_size: int):
+    """Batches of unmodified images of a declared split, resized to `size` (aspect not kept, as in training)."""
+    from taskbridge.data.io import list_images, read_image
+
+    paths = list_images(folder)[:max_images]
+    if not paths:
+        raise FileNotFoundError(f"method.nuq_fit.folder: no images in {folder}")
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    for i in range(0, len(paths), batch_size):
+        imgs = [F.interpolate(read_image(p)[None], size=hw, mode="bilinear", align_corners=False)
+                for p in paths[i:i + batch_size]]
+        yield torch.cat(imgs).clamp(0, 1)
+
+
+def cycle_loss(fused: Tensor, out: Tensor, clean: Tensor, t_a: Any, t_b: Any) -> tuple[Tensor, Tensor]:
+    """Eq. 6: forward |I_F - T_B(T_A(I_F))|_1 (out = T_A(I_F)) and backward |I_HQ - T_A(T_B(I_HQ))|_1."""
+    return (t_b(out) - fused).abs().mean(), (t_a(t_b(clean)) - clean).abs().mean()
+
+
+@METHODS.register("vat")
+class VaT(Method):
+    """VaT: gated-fusion + U-transformer translator between a frozen restorer and a frozen task model."""
+
+    inference_modules = ("T_A",)
+
+    def __init__(
+        self,
+        task: dict[str, Any] | nn.Module,
+        restorer: dict[str, Any] | nn.Module | None = None,
+        width: int = 16,
+        gate_channels: int = 3,
+        use_cycle: bool = True,
+        use_mle: bool = True,
+        use_gfm: bool = True,
+        fusion_flow: bool = True,
+        translation_flow: bool = True,
+        hq_flow: bool = True,
+        mixup: str = "uncertainty",
+        mixup_alpha: float = 0.5,
+        mixup_sampler: str = "code",
+        weighting: str = "official",
+        umix_c: float = 0.5,
+        umix_eta: float = 500.0,
+        nuq: str | Path | NUQ | None = None,
+        nuq_fit: dict[str, Any] | None = None,
+        u_threshold: float | None = None,
+        conf_hi: float = 0.5,
+        conf_lo: float = 0.2,
+        pseudo_conf: float = 0.1,
+        pseudo_iou: float = 0.6,
+        pseudo_max_det: int = 1000,
+        pseudo_views: str = "code",
+        augment: bool = False,
+        cycle_weight: float = 1.0,
+        mle_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for name, value, allowed in (("mixup", mixup, MIXUPS), ("weighting", weighting, WEIGHTINGS),
+                                     ("mixup_sampler", mixup_sampler, SAMPLERS),
+                                     ("pseudo_views", pseudo_views, ("code", "paper"))):
+            if value not in allowed:
+                raise ValueError(f"method.{name}: '{value}' is not one of {', '.join(allowed)}")
+        self.task = _frozen(task if isinstance(task, nn.Module) else build(TASKS, task, "method.task"))
+        if restorer is None:
+            restorer = {"type": "identity"}
+        self.restorer = _frozen(restorer if isinstance(restorer, nn.Module)
+                                else build(RESTORERS, restorer, "method.restorer"))
+        self.kind = getattr(self.task, "kind", "")
+        if self.kind not in ("detection", "classification"):
+            raise ValueError(f"method.task: VaT needs a detection or classification task, got kind '{self.kind}'")
+        self.T_A = VaTTranslator(6 if use_gfm else 3, width=width, gate_channels=gate_channels)
+        self.T_B = VaTTranslator(3, width=width)
+        self.use_cycle, self.use_mle, self.use_gfm = use_cycle, use_mle, use_gfm
+        self.flows = {"fusion": fusion_flow and use_gfm, "translation": translation_flow, "hq": hq_flow}
+        self.mixup, self.mixup_alpha, self.mixup_sampler = mixup, mixup_alpha, mixup_sampler
+        self.weighting, self.umix_c, self.umix_eta = weighting, umix_c, umix_eta
+        self.conf_hi, self.conf_lo = conf_hi, conf_lo
+        self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det = pseudo_conf, pseudo_iou, pseudo_max_det
+        self.pseudo_views, self.augment = pseudo_views, augment
+        self.cycle_weight, self.mle_weight = cycle_weight, mle_weight
+        self.u_threshold = u_threshold
+        self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None else None
+        self.nuq: NUQ | None = NUQ.load(nuq) if isinstance(nuq, (str, Path)) else nuq
+        self._apply_threshold()
+        if self.nuq is None and self._nuq_fit is None and use_mle:
+            warnings.warn("VaT: no NUQ given (method.nuq / method.nuq_fit): uncertainty filtering and "
+                          "weighting are off (u' = offset for every label)", stacklevel=2)
+        if not (use_cycle or use_mle):
+            raise ValueError("method: use_cycle and use_mle are both false: nothing to train")
+
+    # ------------------------------------------------------------------ NUQ
+    def _apply_threshold(self) -> None:
+        if self.nuq is not None and self.u_threshold is not None:
+            self.nuq.config.threshold = float(self.u_threshold)
+
+    @staticmethod
+    def _check_nuq_fit(nuq_fit: dict[str, Any] | None) -> dict[str, Any] | None:
+        if nuq_fit is None:
+            return None
+        opts = dict(nuq_fit)
+        unknown = set(opts) - {"folder", "split", "max_images", "size", "batch_size", "refit", "holdout",
+                               "quantile", "save"}
+        if unknown or "folder" not in opts or "split" not in opts:
+            raise ValueError(f"method.nuq_fit needs folder and split (unmodified clean images of a declared "
+                             f"split); optional max_images, size, batch_size, refit, holdout, quantile, save. "
+                             f"Unknown: {sorted(unknown)}")
+        from taskbridge.data.root import resolve_data_path
+
+        opts["folder"] = str(resolve_data_path(opts["folder"]))
+        if not Path(opts["folder"]).is_dir():
+            raise FileNotFoundError(f"method.nuq_fit.folder: {opts['folder']} is not a folder")
+        return opts
+
+    def fit_nuq(self) -> NUQ | None:
+        """Fit the NUQ from `nuq_fit` (lazily, at the first training step, on the task's device), so
+        building the method for evaluation never pays for it. Save it with `nuq_fit.save` and pass
+        `nuq: <path>` to reuse it."""
+        if self.nuq is not None or self._nuq_fit is None:
+            return self.nuq
+        opts = self._nuq_fit
+        default_size = 256 if self.kind == "detection" else 32
+        batches = _fit_images(opts["folder"], int(opts.get("max_images", 500)), opts.get("size", default_size),
+                              int(opts.get("batch_size", 8)))
+        common = {"split": str(opts["split"]), "refit": bool(opts.get("refit", True)),
+                  "holdout": float(opts.get("holdout", 0.2)), "quantile": float(opts.get("quantile", 0.95))}
+        fitted = (fit_nuq_from_detector(self.task, batches, conf_thres=self.pseudo_conf, **common)
+                  if self.kind == "detection" else fit_nuq_from_classifier(self.task, batches, **common))
+        fitted.config.info["folder"] = str(opts["folder"])
+        if opts.get("save"):
+            fitted.save(Path(opts["save"]))
+        self.nuq = fitted
+        self._apply_threshold()
+        return fitted
+
+    # ------------------------------------------------------------------ Method contract
+    def optim_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"translator": [*self.T_A.parameters(), *self.T_B.parameters()]}
+
+    def default_optim(self) -> dict[str, dict[str, Any]]:
+        return {"translator": {"type": "adamw", "lr": 1e-4, "weight_decay": 1e-4, "betas": [0.9, 0.999]}}
+
+    @torch.no_grad()
+    def restore(self, degraded: Tensor) -> Tensor:
+        return self.restorer(degraded).clamp(0, 1)
+
+    def fuse(self, restored: Tensor, degraded: Tensor) -> tuple[Tensor, Tensor]:
+        return self.T_A.fuse(restored, degraded)
+
+    def translate(self, images: Tensor) -> Tensor:
+        restored = self.restore(images)
+        out = self.T_A(restored, images) if self.use_gfm else self.T_A(restored)
+        return out.clamp(0, 1)
+
+    @torch.no_grad()
+    def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        a, b = batch["A"], batch["B"]
+        r = self.restore(a)
+        fused, gate = self.fuse(r, a)
+        return {"degraded": a, "restored": r, "fused": fused, "gate": gate.expand(-1, 3, -1, -1),
+                "translated": self.T_A.transform(fused).clamp(0, 1), "clean": b,
+                "clean_to_degraded": self.T_B(b).clamp(0, 1)}
+
+    # ------------------------------------------------------------------ uncertainty helpers
+    @property
+    def _offset(self) -> float:
+        return self.nuq.config.offset if self.nuq is not None else 0.5
+
+    @property
+    def _threshold(self) -> float:
+        return self.nuq.config.threshold if self.nuq is not None else 0.99
+
+    def _uncertainty(self, features: Tensor | None, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(u', u_epi) per row; without a NUQ every row gets u = 0, u' = offset (passes the filter)."""
+        if self.nuq is None or n == 0:
+            u = torch.zeros(n, device=device)
+            return u + self._offset, u
+        if features is None:
+            raise ValueError("VaT: the task returned detections without features; NUQ needs the raw head "
+                             "vectors (predict(return_features=True)) or set method.nuq to null")
+        u = self.nuq.u_epi(features).to(device)
+        return self.nuq.score_from_u(u), u
+
+    def _weights(self, score: Tensor, u: Tensor) -> Tensor:
+        return label_weights(self.mixup, score, u, self.weighting, self._offset, self._threshold,
+                             self.umix_c, self.umix_eta)
+
+    def _det_uncertainty(self, dets: list[Detections]) -> tuple[list[Tensor], list[Tensor]]:
+        """u' and label weight per box, one NUQ query for the whole batch."""
+        sizes = [len(d) for d in dets]
+        dev = dets[0].boxes.device
+        feats = [d.features for d in dets if len(d)]
+        cat = None if not feats or any(f is None for f in feats) else torch.cat(feats)  # type: ignore[arg-type]
+        score, u = self._uncertainty(cat, sum(sizes), dev)
+        return list(score.split(sizes)), list(self._weights(score, u).split(sizes))
+
+    # ------------------------------------------------------------------ training
+    def _shares(self) -> tuple[float, float]:
+        if self.mixup == "none":
+            return 0.0, 0.0
+        return (sample_clean_share(self.mixup_alpha, self.mixup_sampler),
+                sample_clean_share(self.mixup_alpha, self.mixup_sampler))
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+        a, b = batch["A"], batch["B"]
+        if a.shape != b.shape:
+            raise ValueError(f"VaT needs A and B batches of equal shape (mixup), got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}; set the data pipeline's crop/resize for both domains")
+        if self.use_mle:
+            self.fit_nuq()
+        r = self.restore(a)
+        fused, gate = self.fuse(r, a)
+        out = self.T_A.transform(fused)
+        total = out.sum() * 0.0  # keeps a graph even if every term is skipped
+        logs: dict[str, Tensor] = {"gate/mean": gate.detach().mean()}
+
+        if self.use_cycle:
+            cyc_f, cyc_b = cycle_loss(fused, out, b, self.T_A.transform, self.T_B)
+            cyc = cyc_f + cyc_b
+            self._check("cycle", cyc)
+            total = total + self.cycle_weight * cyc
+            logs.update({"cyc/total": cyc.detach(), "cyc/forward": cyc_f.detach(), "cyc/backward": cyc_b.detach()})
+
+        if self.use_mle:
+            mle, mle_logs = (self._mle_detection if self.kind == "detection" else self._mle_classification)(
+                a, r, b, fused, out)
+            total = total + self.mle_weight * mle
+            logs.update(mle_logs)
+        self._check("total", total)
+        logs["loss/translator"] = total
+        return logs
+
+    @staticmethod
+    def _check(name: str, value: Tensor) -> None:
+        if not torch.isfinite(value.detach()).all():
+            raise FloatingPointError(f"VaT: non-finite {name} loss ({float(value.detach())})")
+
+    def _flow_loss(self, name: str, x: Tensor, targets: Any, bg: float | None = None) -> Tensor:
+        raw = self.task.raw(x)
+        loss = self.task.loss(raw, targets, background_weight=bg)[0] if self.kind == "detection" \
+            else self.task.loss(raw, targets)[0]
+        self._check(f"{name} flow", loss)
+        return loss
+
+    # ---------------------------------------------------------------- detection
+    def _mle_detection(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        stride = int(getattr(self.task, "stride", 1))
+        h, w = a.shape[-2:]
+        if h % stride or w % stride:
+            raise ValueError(f"VaT: image size {h}x{w} is not a multiple of the detector stride {stride}; "
+                             "crop/resize training images accordingly")
+        need_l = self.flows["translation"] and self.pseudo_views == "code"
+        with torch.no_grad():
+            views = [b, a, r] + ([fused.detach(), out.detach().clamp(0, 1)] if need_l else [])
+            pv = predict_views(self.task, views, self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det)
+            y_hq = pv[0]
+            y_lq = union_nms([pv[1], pv[2]], self.pseudo_iou, self.pseudo_max_det)
+            y_l = union_nms([pv[3], pv[2], pv[1], pv[4]], self.pseudo_iou, self.pseudo_max_det) if need_l else y_lq
+            s_hq, w_hq = self._det_uncertainty(y_hq)
+            s_lq, w_lq = self._det_uncertainty(y_lq)
+            s_l, w_l = (s_lq, w_lq) if y_l is y_lq else self._det_uncertainty(y_l)
+        share1, share2 = self._shares()
+        hw = (h, w)
+        zero = out.sum() * 0.0
+        total, logs = zero, {"mix/clean_share": torch.tensor(share1, device=a.device)}
+
+        def targets_of(parts: list[tuple[list[Detections], list[Tensor], list[Tensor] | None, float, float]],
+                       tag: str) -> DetectionTargets:
+            tgs = []
+            for dets, scores, weights, share, conf_lo in parts:
+                t, c = detections_to_targets(dets, scores, hw, share, weights, self.conf_hi, conf_lo, self._threshold)
+                tgs.append(t)
+                logs[f"labels/{tag}_certain"] = logs.get(f"labels/{tag}_certain", zero.detach()) + c.certain
+                logs[f"labels/{tag}_uncertain"] = logs.get(f"labels/{tag}_uncertain", zero.detach()) + c.uncertain
+            return DetectionTargets.cat(tgs).to(a.device)
+
+        if self.flows["fusion"]:
+            tg = targets_of([(y_lq, s_lq, w_lq, 1.0 - share1, self.conf_lo), (y_hq, s_hq, w_hq, share1, self.conf_lo)],
+                            "fusion")
+            if len(tg):
+                loss = self._flow_loss("fusion", mix(fused, b, share1), tg, background_weight(tg))
+                total = total + loss
+                logs["mle/fusion"] = loss.detach()
+        if self.flows["translation"]:
+            src, y_src = fused.detach(), y_l
+            if self.augment:
+                src, y_src = augment_batch(src, y_l)
+            tg = targets_of([(y_src, s_l, w_l, 1.0 - share2, self.conf_lo), (y_hq, s_hq, w_hq, share2, self.conf_lo)],
+                            "translation")
+            if len(tg):
+                x = self.T_A.transform(mix(src, b, share2))
+                loss = self._flow_loss("translation", x, tg, background_weight(tg))
+                total = total + loss
+                logs["mle/translation"] = loss.detach()
+        if self.flows["hq"]:
+            tg = targets_of([(y_hq, s_hq, None, 1.0, self.conf_hi)], "hq")
+            if len(tg):
+                loss = self._flow_loss("hq", self.T_A.transform(b), tg, background_weight(tg))
+                total = total + loss
+                logs["mle/hq"] = loss.detach()
+        logs["mle/total"] = total.detach()
+        return total, logs
+
+    # ---------------------------------------------------------------- classification
+    def _cls_rows(self, logits_views: list[Tensor], share: float, hard: bool = False) -> tuple[Tensor, int]:
+        """Soft target rows share * weight * one-hot for the certain labels of one side."""
+        labels, conf, feats = classification_pseudo_labels(logits_views)
+        score, u = self._uncertainty(feats, labels.shape[0], labels.device)
+        weight = torch.ones_like(score) if hard else self._weights(score, u)
+        certain = (conf > self.conf_hi) & (score < self._threshold)
+        if share <= 0:
+            certain = torch.zeros_like(certain)
+        rows = F.one_hot(labels, logits_views[0].shape[1]).float() * (share * weight * certain)[:, None]
+        return rows, int(certain.sum())
+
+    def _mle_classification(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        need_l = self.flows["translation"] and self.pseudo_views == "code"
+        with torch.no_grad():
+            views = [b, a, r] + ([fused.detach(), out.detach().clamp(0, 1)] if need_l else [])
+            logits = self.task.raw(torch.cat(views)).float().chunk(len(views))
+        share1, share2 = self._shares()
+        total = out.sum() * 0.0
+        logs: dict[str, Tensor] = {"mix/clean_share": torch.tensor(share1, device=a.device)}
+
+        def run(name: str, x_fn, parts: list[tuple[list[Tensor], float, bool]]) -> None:
+            nonlocal total
+            rows, n = zip(*(self._cls_rows(v, s, hard) for v, s, hard in parts), strict=True)
+            soft = torch.stack(rows).sum(0)
+            logs[f"labels/{name}_certain"] = torch.tensor(float(sum(n)), device=a.device)
+            if bool((soft.sum(1) > 0).any()):
+                loss = self._flow_loss(name, x_fn(), ClassificationTargets(soft))
+                total = total + loss
+                logs[f"mle/{name}"] = loss.detach()
+
+        lq = [logits[1], logits[2]]
+        l_views = [logits[3], logits[2], logits[1], logits[4]] if need_l else lq
+        if self.flows["fusion"]:
+            run("fusion", lambda: mix(fused, b, share1), [(lq, 1.0 - share1, False), ([logits[0]], share1, False)])
+        if self.flows["translation"]:
+            run("translation", lambda: self.T_A.transform(mix(fused.detach(), b, share2)),
+                [(l_views, 1.0 - share2, False), ([logits[0]], share2, False)])
+        if self.flows["hq"]:
+            run("hq", lambda: self.T_A.transform(b), [([logits[0]], 1.0, True)])
+        logs["mle/total"] = total.detach()
+        return total, logs

@@ -1,0 +1,108 @@
+"""Pseudo-labels from several views of the same image: union + one class-aware NMS (REFERENCE §1.3).
+
+The detections of all views of an image are pooled and a single class-aware NMS keeps, per
+cluster of overlapping same-class boxes, the most confident box across views (with its NUQ
+feature, objectness and class probability). All images of a batch go through one
+`torchvision.ops.batched_nms` call (group id = image * n_classes + class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from taskbridge.tasks.base import Detections
+
+
+def _cat_optional(parts: list[Tensor | None], n_rows: list[int], tail: tuple[int, ...], like: Tensor) -> Tensor | None:
+    """Concatenate an optional field; None if any non-empty part lacks it."""
+    if any(p is None and n for p, n in zip(parts, n_rows, strict=True)):
+        return None
+    full = [p if p is not None else like.new_zeros((0, *tail)) for p in parts]
+    try:
+        return torch.cat(full)
+    except RuntimeError as err:
+        raise ValueError(f"union_nms: views disagree on an optional field's shape ({err})") from err
+
+
+def union_nms(
+    views: Sequence[Sequence[Detections]],
+    iou_thres: float = 0.6,
+    max_det: int = 1000,
+    conf_thres: float = 0.0,
+) -> list[Detections]:
+    """Fuse per-view detections of a batch: ``views[v][i]`` are the detections of image i in view v.
+
+    Returns one `Detections` per image: the union of all views after class-aware NMS, sorted by
+    score, at most `max_det` boxes, only boxes with score >= conf_thres.
+    """
+    if not views:
+        raise ValueError("union_nms: no views given")
+    n_img = len(views[0])
+    if any(len(v) != n_img for v in views):
+        raise ValueError(f"union_nms: every view needs one Detections per image, got {[len(v) for v in views]}")
+    if n_img == 0:
+        return []
+    flat = [views[v][i] for i in range(n_img) for v in range(len(views))]  # image-major order
+    counts = [len(d) for d in flat]
+    ref = flat[0].boxes
+    boxes = torch.cat([d.boxes.reshape(-1, 4) for d in flat]).to(ref.dtype)
+    scores = torch.cat([d.scores.reshape(-1) for d in flat]).to(boxes.dtype)
+    labels = torch.cat([d.labels.reshape(-1).long() for d in flat])
+    image = torch.repeat_interleave(
+        torch.arange(n_img, device=boxes.device).repeat_interleave(len(views)),
+        torch.tensor(counts, device=boxes.device),
+    )
+    feat_dim = next((d.features.shape[1] for d in flat if d.features is not None and d.features.ndim == 2), 0)
+    features = _cat_optional([d.features for d in flat], counts, (feat_dim,), boxes)
+    objectness = _cat_optional([d.objectness for d in flat], counts, (), boxes)
+    class_prob = _cat_optional([d.class_prob for d in flat], counts, (), boxes)
+
+    keep = (scores >= conf_thres).nonzero().squeeze(1)
+    if keep.numel():
+        n_cls = int(labels.max()) + 1
+        group = image[keep] * n_cls + labels[keep]
+        keep = keep[batched_nms(boxes[keep], scores[keep], group, iou_thres)]  # sorted by score
+    # per-image cap at max_det, keeping the score order inside each image
+    order = torch.sort(image[keep], stable=True).indices
+    keep = keep[order]
+    img_k = image[keep]
+    counts_k = torch.bincount(img_k, minlength=n_img)
+    start = torch.cumsum(counts_k, 0) - counts_k
+    rank = torch.arange(keep.numel(), device=keep.device) - start[img_k]
+    keep = keep[rank < max_det]
+    counts_k = torch.bincount(image[keep], minlength=n_img).tolist()
+
+    fused = Detections(boxes, scores, labels, features, objectness, class_prob).select(keep)
+    out: list[Detections] = []
+    offset = 0
+    for c in counts_k:
+        out.append(fused.select(slice(offset, offset + c)))  # type: ignore[arg-type]
+        offset += c
+    return out
+
+
+@torch.no_grad()
+def predict_views(
+    task: Any, views: Sequence[Tensor], conf_thres: float = 0.1, iou_thres: float = 0.6, max_det: int = 1000,
+) -> list[list[Detections]]:
+    """Run the frozen detector once on all views (concatenated on the batch axis), split per view."""
+    if not views:
+        return []
+    b = views[0].shape[0]
+    dets = task.predict(torch.cat(list(views)), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det,
+                        multi_label=False, return_features=True)
+    return [list(dets[i * b:(i + 1) * b]) for i in range(len(views))]
+
+
+def classification_pseudo_labels(logits_views: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per image, the view with the highest top probability wins: (labels [B], conf [B], logits [B, C])."""
+    stack = torch.stack(list(logits_views))  # [V, B, C]
+    conf_v, label_v = stack.softmax(-1).max(-1)  # [V, B]
+    best = conf_v.argmax(0)  # [B]
+    ar = torch.arange(stack.shape[1], device=stack.device)
+    return label_v[best, ar], conf_v[best, ar], stack[best, ar]

@@ -1,0 +1,52 @@
+"""Shared helpers of the GAN method tests: tiny configs, a real-photo batch, optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from taskbridge.data.io import list_images, read_image
+
+TAPS = ("pad_in", "down1_conv", "down2_conv", "block1", "block2")
+TINY: dict[str, dict[str, Any]] = {
+    "cyclegan": {"ngf": 8, "ndf": 8, "n_blocks": 2, "pool_size": 3},
+    "cut": {"ngf": 8, "ndf": 8, "n_blocks": 2, "nce_layers": TAPS, "num_patches": 16, "netF_nc": 16},
+    "fastcut": {"ngf": 8, "ndf": 8, "n_blocks": 2, "nce_layers": TAPS, "num_patches": 16, "netF_nc": 16},
+    "odcr": {"ngf": 8, "ndf": 8, "n_blocks": 2, "nce_layers": TAPS, "num_patches": 16, "netF_nc": 16},
+}
+
+
+def load_batch(shared_data: Path, n: int = 2, size: int = 32) -> dict[str, Any]:
+    """Foggy DAWN photos as A, clean COCO street photos as B, resized small."""
+    a = list_images(shared_data / "dawn_fog" / "images")[:n]
+    b = list_images(shared_data / "coco256_street" / "images" / "train2017")[:n]
+
+    def load(paths: list[Path]) -> torch.Tensor:
+        imgs = [F.interpolate(read_image(p)[None], size=(size, size), mode="bilinear", antialias=True) for p in paths]
+        return torch.cat(imgs).clamp(0, 1)
+
+    return {"A": load(a), "B": load(b), "A_paths": a, "B_paths": b}
+
+
+def build_optimizers(method: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
+    out = {}
+    for group, params in method.optim_groups().items():
+        spec = dict(method.default_optim()[group])
+        assert spec.pop("type") == "adam"
+        out[group] = torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec["betas"]))
+    return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions gain nothing from threads, and on a shared 2-core machine the thread
+    pool's spin-waiting made these steps 10-40x slower; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
