@@ -139,3 +139,14 @@ def test_classification_validation_from_recipe(shared_data: Path, tmp_path: Path
     assert meta["selected_by"]["value"] == rows[0]["val/top1"]
     # the frozen task scores the translated, degraded val pool far below its 91.6 % on clean images
     assert rows[0]["val/top1"] < 0.85
+    # the end-of-fit report scores the same split for the plain input and the best translator
+    from taskbridge.engine.report import compare_on_validation, format_table
+
+    report = compare_on_validation(t)
+    names = list(report)
+    assert names[0] == "input" and names[1].startswith("translator (best, step 1)")
+    # (the tiny method's frozen stand-in restorer is random, so a reloaded copy differs: only the range is fixed)
+    assert 0.0 <= report[names[1]]["top1"] <= 1.0
+    assert report["input"]["top1"] == t.validator(torch.nn.Identity(), -1)["top1"] > rows[0]["val/top1"] - 0.5
+    table = format_table(report)
+    assert "top1" in table and "num_images" not in table

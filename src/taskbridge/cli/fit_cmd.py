@@ -17,6 +17,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (overrides train.device)."),
         output_dir: str = typer.Option(None, "--output-dir", "-o", help="Overrides the recipe's output_dir (default runs/<name>)."),
         until: int = typer.Option(None, "--until", help="Stop (with a checkpoint) after this step; resume later."),
+        report: bool = typer.Option(True, "--report/--no-report", help="After training, print the validation "
+                                    "table: plain input vs restorer alone vs the trained translator (best)."),
     ) -> None:
         """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation."""
         import json
@@ -38,3 +40,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from err
         typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted", "resumed_from")}, indent=1))
+        if report and trainer.validator is not None and not result.get("interrupted"):
+            from taskbridge.engine.report import compare_on_validation, format_table
+
+            rows = compare_on_validation(trainer)
+            split = trainer.selection.split or "validation"
+            table = format_table(rows, title=f"before / after on the {split} split (selection split, not test):")
+            typer.echo(table)
+            (trainer.output_dir / "report.json").write_text(json.dumps(rows, indent=1))

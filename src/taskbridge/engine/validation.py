@@ -41,6 +41,13 @@ def _scalars(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _pipeline(evaluation: Any, module: nn.Module, cfg: Mapping[str, Any], as_restorer: bool) -> nn.Module:
+    """A translator goes through the working-size/residual path; a restorer runs at the task input size."""
+    if as_restorer:
+        return evaluation.ImagePipeline(module, None)
+    return evaluation.ImagePipeline(None, module, cfg.get("translate_size"), bool(cfg.get("residual", True)))
+
+
 def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], plan: DataPlan, seed: int,
                     device: torch.device) -> Callable[[nn.Module, int], dict[str, float]] | None:
     cfg = {k: v for k, v in dict(val_cfg).items() if k not in ("metric", "mode", "split_name")}
@@ -68,8 +75,8 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
         opts = {k: cfg[k] for k in ("img_size", "conf_thres", "iou_thres", "class_map", "max_det", "multi_label",
                                      "letterbox_mode", "limit") if k in cfg}
 
-        def validate_detection(translator: nn.Module, step: int) -> dict[str, float]:
-            pipe = evaluation.ImagePipeline(None, translator, cfg.get("translate_size"), bool(cfg.get("residual", True)))
+        def validate_detection(translator: nn.Module, step: int, as_restorer: bool = False) -> dict[str, float]:
+            pipe = _pipeline(evaluation, translator, cfg, as_restorer)
             res = evaluation.evaluate_detection(task, dataset, pipe, progress=False, device=device, **opts)
             return _scalars(res)
 
@@ -86,8 +93,8 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
         task = build(TASKS, cfg["task"], "val.task").to(device).eval()
         v_seed = int(cfg.get("seed", seed))
 
-        def validate_classification(translator: nn.Module, step: int) -> dict[str, float]:
-            pipe = evaluation.ImagePipeline(None, translator, cfg.get("translate_size"), bool(cfg.get("residual", True)))
+        def validate_classification(translator: nn.Module, step: int, as_restorer: bool = False) -> dict[str, float]:
+            pipe = _pipeline(evaluation, translator, cfg, as_restorer)
             res = evaluation.evaluate_classification(
                 task, plan.val_arrays, pipe, batch_size=int(cfg.get("batch_size", 256)), degrade=plan.degradation,
                 seed=v_seed, class_map=cfg.get("class_map"), progress=False, device=device)
