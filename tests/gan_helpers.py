@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -41,12 +39,3 @@ def build_optimizers(method: torch.nn.Module) -> dict[str, torch.optim.Optimizer
         out[group] = torch.optim.Adam(params, lr=spec["lr"], betas=tuple(spec["betas"]))
     return out
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions gain nothing from threads, and on a shared 2-core machine the thread
-    pool's spin-waiting made these steps 10-40x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

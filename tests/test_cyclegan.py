@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from gan_helpers import TINY, load_batch, one_thread  # noqa: F401 (autouse fixture)
+from gan_helpers import TINY, load_batch
 from taskbridge.methods.cyclegan import CycleGAN
 
 

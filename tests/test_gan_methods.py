@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from gan_helpers import TINY, build_optimizers, load_batch, one_thread  # noqa: F401 (autouse fixture)
+from gan_helpers import TINY, build_optimizers, load_batch
 from taskbridge.registry import METHODS
 
 

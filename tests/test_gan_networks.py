@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan_helpers import one_thread  # noqa: F401 (autouse fixture)
 from taskbridge.methods.gan_losses import discriminator_gan_loss, gan_loss, generator_gan_loss
 from taskbridge.methods.image_pool import ImagePool
 from taskbridge.methods.schedules import linear_decay_lambda

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_helpers import TINY, build_optimizers, load_batch, one_thread  # noqa: F401 (autouse fixture)
+from gan_helpers import TINY, build_optimizers, load_batch
 from taskbridge.methods.odcr import DWFC, ODCR, wpnce_loss
 from taskbridge.methods.patchnce import l2_normalize
 from taskbridge.methods.stiefel import (

@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gan_helpers import one_thread  # noqa: F401 (autouse fixture)
 from taskbridge.methods.patchnce import PatchNCE, gather_patches, l2_normalize, patch_nce_loss
 
 

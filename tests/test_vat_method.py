@@ -24,15 +24,6 @@ from taskbridge.registry import METHODS, TASKS
 from taskbridge.tasks.base import Detections, DetectionTargets, DetectionTask
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_detector
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast alone and ~10x faster on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 NC = 3
 
 

@@ -12,15 +12,6 @@ from taskbridge.translators.restormer import TransformerBlock
 from taskbridge.translators.vat import VaTTranslator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast alone and ~10x faster on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def n_params(m: nn.Module | None) -> int:
     return 0 if m is None else sum(p.numel() for p in m.parameters())
 
@@ -112,3 +103,18 @@ def test_gated_fusion_gradcheck() -> None:
     r = torch.rand(1, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     d = torch.rand(1, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, y: gfm(x, y)[0], (r, d), eps=1e-6, atol=1e-5)
+
+
+def test_global_residual_starts_at_identity_and_still_learns() -> None:
+    from taskbridge.translators.vat import VaTTranslator
+
+    t_b = VaTTranslator(3, width=4, global_residual=True)
+    x = torch.rand(2, 3, 30, 34)
+    assert torch.equal(t_b(x), x)  # zero-initialised last conv: exactly the identity at step 0
+    t_a = VaTTranslator(6, width=4, global_residual=True)
+    restored, degraded = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    fused, _ = t_a.fuse(restored, degraded)
+    assert torch.allclose(t_a(restored, degraded), fused)
+    loss = (t_b(x) - 0.5).abs().mean()
+    loss.backward()
+    assert t_b.transform.out.weight.grad is not None and t_b.transform.out.weight.grad.abs().sum() > 0

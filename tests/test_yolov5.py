@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,6 @@ from taskbridge.tasks.base import Detections, DetectionTargets
 from taskbridge.tasks.nms import non_max_suppression
 from taskbridge.tasks.yolov5 import YOLOv5Loss, YOLOv5LossConfig, YOLOv5Task, bbox_ciou
 from taskbridge.tasks.yolov5.loss import assign_targets
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads spin-wait and run these
-    forward passes ~20x slower (measured); restored afterwards for the other test modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

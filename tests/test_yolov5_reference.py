@@ -66,14 +66,6 @@ def ref(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core box, 2 OpenMP threads spin-wait and run these
-    forward passes ~20x slower (measured); restored afterwards for the other test modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

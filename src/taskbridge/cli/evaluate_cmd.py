@@ -44,6 +44,32 @@ def build_class_map(classes: str | None, map_dataset: list[str] | None, map_mode
     return cmap
 
 
+def restrict_to_subset(dataset: Any, spec: str) -> Any:
+    """Keep the detection items whose file names are listed under PART in a split JSON (FILE.json:PART)."""
+    from taskbridge.data.splits import load_split
+
+    file, _, part = spec.rpartition(":")
+    if not file or not part:
+        raise typer.BadParameter(f"--subset expects FILE.json:PART, got '{spec}'")
+    parts = load_split(file)
+    if part not in parts:
+        raise typer.BadParameter(f"--subset: {file} has no part '{part}' (parts: {', '.join(parts)})")
+    if hasattr(dataset, "labels") and hasattr(dataset, "images"):  # classification arrays: names are indices
+        from taskbridge.evaluation.datasets import ClassificationArrays
+
+        idx = [int(n) for n in parts[part]]
+        if max(idx, default=-1) >= len(dataset):
+            raise typer.BadParameter(f"--subset: {file}:{part} indexes past the {len(dataset)} images of the data")
+        return ClassificationArrays(dataset.images[idx], dataset.labels[idx], dataset.class_names)
+    if not hasattr(dataset, "items"):
+        raise typer.BadParameter("--subset applies to detection folders and classification arrays")
+    keep = {Path(n).name for n in parts[part]}
+    dataset.items = [it for it in dataset.items if Path(it[0]).name in keep]
+    if len(dataset.items) != len(keep):
+        raise typer.BadParameter(f"--subset: {len(keep)} names in {file}:{part}, {len(dataset.items)} found in the data")
+    return dataset
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
@@ -55,6 +81,8 @@ def register(app: typer.Typer) -> None:
         residual: bool = typer.Option(True, help="Residual translator application: add the upsampled change to the full-res image."),
         baseline: bool = typer.Option(True, help="Also report the plain degraded input as the first row."),
         split: str = typer.Option(None, help="Split folder for the YOLO layout (e.g. val2017); default: all."),
+        subset: str = typer.Option(None, help="Only the images of one part of a split file: FILE.json:PART, "
+                                   "e.g. recipes/splits/dawn_fog.json:test (the held-out test images)."),
         img_size: int = typer.Option(640, help="Letterbox size (long side)."),
         letterbox: str = typer.Option("min", help="Letterbox shape: min (pad to stride), square, or rect (YOLOv5 val)."),
         conf: float = typer.Option(0.001, help="Confidence threshold before NMS."),
@@ -98,6 +126,8 @@ def register(app: typer.Typer) -> None:
         model = TASKS.create(task, **parse_options(task_opt, "--task-opt")).to(device).eval()
         model.name = task
         dataset = open_dataset(data, split=split)
+        if subset:
+            dataset = restrict_to_subset(dataset, subset)
         deg = None
         if degrade:
             deg = DEGRADATIONS.create(degrade, **parse_options(degrade_opt, "--degrade-opt"))

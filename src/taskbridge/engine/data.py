@@ -83,7 +83,7 @@ def plan_data(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) ->
     if source == "folders":
         return _plan_folders(cfg, seed, output_dir)
     if source == "cifar_npz":
-        return _plan_cifar(cfg, seed)
+        return _plan_cifar(cfg, seed, output_dir)
     raise ConfigError(f"data.source: unknown '{source}'; one of folders, cifar_npz")
 
 
@@ -169,7 +169,7 @@ class UnpairedTensors(Dataset):
         return {"A": a, "B": b, "A_path": f"A[{ia}]", "B_path": f"B[{ib}]"}
 
 
-def _plan_cifar(cfg: dict[str, Any], seed: int) -> DataPlan:
+def _plan_cifar(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) -> DataPlan:
     from taskbridge.config import build
     from taskbridge.data.splits import split_files
     from taskbridge.data.unpaired import unpaired_collate
@@ -193,7 +193,12 @@ def _plan_cifar(cfg: dict[str, Any], seed: int) -> DataPlan:
     if not {"A", "B"} <= set(fractions):
         raise ConfigError(f"data.split.fractions needs disjoint pools 'A' and 'B' (and 'val'), got {fractions}")
     names = [f"{i:06d}" for i in range(len(arrays))]
-    parts = {k: torch.tensor([int(n) for n in v], dtype=torch.long) for k, v in split_files(names, fractions, s_seed).items()}
+    named = split_files(names, fractions, s_seed)
+    if output_dir is not None:  # the pools as a split file: `taskbridge evaluate --subset <file>:test`
+        from taskbridge.data.splits import save_split
+
+        save_split(named, Path(output_dir) / "split_pools.json", seed=s_seed, fractions=fractions)
+    parts = {k: torch.tensor([int(n) for n in v], dtype=torch.long) for k, v in named.items()}
     if cfg.get("degradation") is None:
         raise ConfigError("data.degradation: missing (e.g. {type: lowlight}); A is made by degrading its pool")
     degradation = build(DEGRADATIONS, cfg["degradation"], "data.degradation")

@@ -64,6 +64,23 @@ def _fit_images(folder: str, max_images: int, size: int | list[int], batch_size:
         yield torch.cat(imgs).clamp(0, 1)
 
 
+def _fit_npz_pool(path: str, pool: str, fractions: dict[str, float], seed: int, max_images: int, batch_size: int):
+    """Batches of the clean pool of a labelled .npz, cut exactly as the engine's `cifar_npz` data source
+    cuts it (same names, fractions and seed), so the NUQ never sees the degraded or validation pools."""
+    import numpy as np
+
+    from taskbridge.data.splits import split_files
+
+    images = np.load(path)["images"]
+    names = [f"{i:06d}" for i in range(len(images))]
+    parts = split_files(names, fractions, seed)
+    if pool not in parts:
+        raise ValueError(f"method.nuq_fit.pool '{pool}' is not one of {', '.join(parts)}")
+    idx = [int(n) for n in parts[pool]][:max_images]
+    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0
+    yield from x.split(batch_size)
+
+
 def cycle_loss(fused: Tensor, out: Tensor, clean: Tensor, t_a: Any, t_b: Any) -> tuple[Tensor, Tensor]:
     """Eq. 6: forward |I_F - T_B(T_A(I_F))|_1 (out = T_A(I_F)) and backward |I_HQ - T_A(T_B(I_HQ))|_1."""
     return (t_b(out) - fused).abs().mean(), (t_a(t_b(clean)) - clean).abs().mean()
@@ -81,6 +98,7 @@ class VaT(Method):
         restorer: dict[str, Any] | nn.Module | None = None,
         width: int = 16,
         gate_channels: int = 3,
+        global_residual: bool = False,
         use_cycle: bool = True,
         use_mle: bool = True,
         use_gfm: bool = True,
@@ -120,8 +138,11 @@ class VaT(Method):
         self.kind = getattr(self.task, "kind", "")
         if self.kind not in ("detection", "classification"):
             raise ValueError(f"method.task: VaT needs a detection or classification task, got kind '{self.kind}'")
-        self.T_A = VaTTranslator(6 if use_gfm else 3, width=width, gate_channels=gate_channels)
-        self.T_B = VaTTranslator(3, width=width)
+        # global_residual=False is the reference (no residual, random output at step 0); True starts both
+        # translators at the identity (zero-initialised last conv), which short CPU budgets need.
+        self.T_A = VaTTranslator(6 if use_gfm else 3, width=width, gate_channels=gate_channels,
+                                 global_residual=global_residual)
+        self.T_B = VaTTranslator(3, width=width, global_residual=global_residual)
         self.use_cycle, self.use_mle, self.use_gfm = use_cycle, use_mle, use_gfm
         self.flows = {"fusion": fusion_flow and use_gfm, "translation": translation_flow, "hq": hq_flow}
         self.mixup, self.mixup_alpha, self.mixup_sampler = mixup, mixup_alpha, mixup_sampler
@@ -151,7 +172,7 @@ class VaT(Method):
             return None
         opts = dict(nuq_fit)
         unknown = set(opts) - {"folder", "split", "max_images", "size", "batch_size", "refit", "holdout",
-                               "quantile", "save"}
+                               "quantile", "save", "pool", "fractions", "seed"}
         if unknown or "folder" not in opts or "split" not in opts:
             raise ValueError(f"method.nuq_fit needs folder and split (unmodified clean images of a declared "
                              f"split); optional max_images, size, batch_size, refit, holdout, quantile, save. "
@@ -159,8 +180,11 @@ class VaT(Method):
         from taskbridge.data.root import resolve_data_path
 
         opts["folder"] = str(resolve_data_path(opts["folder"]))
-        if not Path(opts["folder"]).is_dir():
-            raise FileNotFoundError(f"method.nuq_fit.folder: {opts['folder']} is not a folder")
+        is_npz = opts["folder"].endswith(".npz") and Path(opts["folder"]).is_file()
+        if not (Path(opts["folder"]).is_dir() or is_npz):
+            raise FileNotFoundError(f"method.nuq_fit.folder: {opts['folder']} is not a folder or an .npz file")
+        if is_npz and not {"pool", "fractions"} <= set(opts):
+            raise ValueError("method.nuq_fit with an .npz needs pool and fractions (the clean pool of data.split)")
         return opts
 
     def fit_nuq(self) -> NUQ | None:
@@ -171,8 +195,13 @@ class VaT(Method):
             return self.nuq
         opts = self._nuq_fit
         default_size = 256 if self.kind == "detection" else 32
-        batches = _fit_images(opts["folder"], int(opts.get("max_images", 500)), opts.get("size", default_size),
-                              int(opts.get("batch_size", 8)))
+        if str(opts["folder"]).endswith(".npz"):
+            batches = _fit_npz_pool(opts["folder"], str(opts["pool"]), dict(opts["fractions"]),
+                                    int(opts.get("seed", 0)), int(opts.get("max_images", 500)),
+                                    int(opts.get("batch_size", 8)))
+        else:
+            batches = _fit_images(opts["folder"], int(opts.get("max_images", 500)), opts.get("size", default_size),
+                                  int(opts.get("batch_size", 8)))
         common = {"split": str(opts["split"]), "refit": bool(opts.get("refit", True)),
                   "holdout": float(opts.get("holdout", 0.2)), "quantile": float(opts.get("quantile", 0.95))}
         fitted = (fit_nuq_from_detector(self.task, batches, conf_thres=self.pseudo_conf, **common)

@@ -51,9 +51,10 @@ class UTransform(nn.Module):
 
     multiple = 4
 
-    def __init__(self, width: int = 16, heads: int = 2, expansion: float = 2.66) -> None:
+    def __init__(self, width: int = 16, heads: int = 2, expansion: float = 2.66, global_residual: bool = False) -> None:
         super().__init__()
         w = width
+        self.global_residual = global_residual
         self.embed = nn.Conv2d(3, w, 3, padding=1)
         self.down1 = nn.Sequential(nn.Conv2d(w, w // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
         self.enc1 = TransformerBlock(2 * w, heads, expansion)
@@ -66,6 +67,9 @@ class UTransform(nn.Module):
         self.out = nn.Conv2d(w, 3, 3, padding=1)
         if w % 2:
             raise ValueError(f"VaT width must be even (pixel unshuffle of width/2 channels), got {w}")
+        if global_residual:  # start as the identity: y = x + 0
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -77,6 +81,8 @@ class UTransform(nn.Module):
         z = self.latent(self.down2(e1))
         d1 = self.dec1(self.reduce(torch.cat([self.up2(z), e1], dim=1)))
         y = self.out(self.up1(d1))
+        if self.global_residual:
+            y = y + x
         return y[..., :h, :w]
 
 
@@ -95,6 +101,7 @@ class VaTTranslator(nn.Module):
         heads: int = 2,
         expansion: float = 2.66,
         gate_channels: int = 3,
+        global_residual: bool = False,
     ) -> None:
         super().__init__()
         if gated is None:
@@ -110,7 +117,7 @@ class VaTTranslator(nn.Module):
         self.gated = gated
         self.width = width
         self.fusion = GatedFusion(width, heads, expansion, gate_channels) if gated else None
-        self.transform = UTransform(width, heads, expansion)
+        self.transform = UTransform(width, heads, expansion, global_residual)
 
     def fuse(self, restored: Tensor, degraded: Tensor) -> tuple[Tensor, Tensor]:
         """(I_F, gate). Without GFM, I_F is the restored image and the gate is zero."""
@@ -138,6 +145,7 @@ def vat_translator(
     heads: int = 2,
     expansion: float = 2.66,
     gate_channels: int = 3,
+    global_residual: bool = False,
 ) -> VaTTranslator:
     """VaT translator: gated fusion + U-shaped Restormer transformer (width 16 = 0.19 M params)."""
-    return VaTTranslator(in_channels, gated, width, heads, expansion, gate_channels)
+    return VaTTranslator(in_channels, gated, width, heads, expansion, gate_channels, global_residual)
