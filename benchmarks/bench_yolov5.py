@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
-import time
 
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from harness import peak_rss_mb as _peak_rss_mb
+from harness import run_children, time_it
 
 
 def run_one(size: int, batch: int, iters: int, warmup: int, threads: int) -> dict[str, float]:
@@ -49,12 +43,7 @@ def run_one(size: int, batch: int, iters: int, warmup: int, threads: int) -> dic
     out: dict[str, float] = {"size": size, "batch": batch, "threads": torch.get_num_threads(),
                              "setup_rss_mb": _peak_rss_mb()}  # imports + model, before any step
     for name, fn in (("fwd", forward), ("fwd_bwd", step)):
-        for _ in range(warmup):
-            fn()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        dt = (time.perf_counter() - t0) / iters
+        dt = time_it(fn, iters, warmup)
         out[f"{name}_ms"] = dt * 1e3
         out[f"{name}_img_s"] = batch / dt
     out["peak_rss_mb"] = _peak_rss_mb()
@@ -76,16 +65,8 @@ def main() -> None:
     for s in a.sizes:
         if s % 32:
             ap.error(f"--sizes: {s} is not a multiple of 32 (YOLOv5 stride)")
-    env = dict(os.environ)
-    env.setdefault("TASKBRIDGE_WEIGHTS", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-    rows = []
-    for s in a.sizes:
-        cmd = [sys.executable, __file__, "--child", str(s), "--batch", str(a.batch), "--iters", str(a.iters),
-               "--warmup", str(a.warmup), "--threads", str(a.threads)]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if res.returncode:
-            sys.exit(f"size {s} failed:\n{res.stderr}")
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    rows = run_children(__file__, a.sizes, ["--batch", str(a.batch), "--iters", str(a.iters),
+                                             "--warmup", str(a.warmup), "--threads", str(a.threads)])
     print(f"YOLOv5n (native, frozen) on CPU, batch {a.batch}, {a.iters} iters after {a.warmup} warm-up")
     print(f"{'size':>5} {'threads':>7} {'fwd ms':>8} {'fwd img/s':>10} {'fwd+bwd ms':>11} {'fwd+bwd img/s':>14} "
           f"{'peak RSS MB':>12} {'setup RSS MB':>13}")

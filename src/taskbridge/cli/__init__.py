@@ -37,4 +37,15 @@ for _name in COMMANDS:
 
 
 def main() -> None:
-    app()
+    """Entry point: user errors (missing weights or files, bad recipes, unreadable images) print one
+    clear line and exit 2 instead of a traceback."""
+    from taskbridge.config import ConfigError
+    from taskbridge.data.io import ImageReadError
+    from taskbridge.hub import ChecksumError, WeightsNotFoundError
+    from taskbridge.registry import RegistryError
+
+    try:
+        app(standalone_mode=True)
+    except (WeightsNotFoundError, ChecksumError, ConfigError, ImageReadError, RegistryError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise SystemExit(2) from None

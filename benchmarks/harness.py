@@ -1,0 +1,39 @@
+"""Shared bits of the CPU benchmarks: per-size child processes (so each peak RSS is its own) and timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def time_it(fn: Callable[[], None], iters: int, warmup: int) -> float:
+    """Mean seconds per call after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) / iters
+
+
+def run_children(script: str, sizes: list[int], args: list[str]) -> list[dict]:
+    """Run `script --child SIZE *args` once per size; each child prints one JSON line last."""
+    env = dict(os.environ)
+    env.setdefault("TASKBRIDGE_WEIGHTS", os.path.join(os.path.dirname(script), "..", "..", "shared", "data"))
+    rows = []
+    for s in sizes:
+        res = subprocess.run([sys.executable, script, "--child", str(s), *args], capture_output=True, text=True,
+                             env=env, check=False)
+        if res.returncode:
+            sys.exit(f"size {s} failed:\n{res.stderr}")
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return rows
