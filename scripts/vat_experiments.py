@@ -8,6 +8,9 @@ same settings as the baseline rows (plain degraded input, restorer alone), which
     python scripts/vat_experiments.py dehaze --seeds 0 1 2
     python scripts/vat_experiments.py dehaze --recipes dehaze-det-vat-nocycle dehaze-det-vat-nogfm --seeds 0
     python scripts/vat_experiments.py lowlight-cls --seeds 0 1 2
+
+The printed table (also runs/tables/<plan>-table.md) covers every run of the plan's recipes found
+under --root, so separate invocations (seeds, ablations) add up to one table.
 """
 
 from __future__ import annotations
@@ -107,6 +110,15 @@ def main() -> None:
             res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out),
                                                                   *plan["translate"]], log)
             table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
+    # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations)
+    main_recipe = plan["recipes"][0]
+    for run_dir in sorted(root.glob(f"{main_recipe}*-s*")):
+        recipe, _, seed = run_dir.name.rpartition("-s")
+        done = run_dir / "test" / "results.json"
+        if seed.isdigit() and done.is_file() and not (recipe in (args.recipes or plan["recipes"])
+                                                      and int(seed) in args.seeds):
+            res = json.loads(done.read_text())["runs"]
+            table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
     base = evaluate(plan, root / f"{args.plan}-baselines", args.data, split_for_baseline,
                     ["--restorer", plan["restorer"]], log)
     rows = {name: [row(r, plan)] for name, r in base.items()}
@@ -119,7 +131,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     (root / f"{args.plan}-table.md").write_text(text + "\n")
-    (root / f"{args.plan}-table.json").write_text(json.dumps({k: v for k, v in rows.items()}, indent=1))
+    (root / f"{args.plan}-table.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
