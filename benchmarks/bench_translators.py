@@ -16,12 +16,12 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from harness import time_it
 from taskbridge.registry import METHODS
 
 METHOD_NAMES = ("cyclegan", "cut", "fastcut", "odcr")
@@ -46,12 +46,7 @@ def count(params) -> int:
 
 
 def timed(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) / iters
+    return time_it(fn, iters, warmup)
 
 
 def bench(name: str, batch: dict[str, torch.Tensor], warmup: int, iters: int) -> dict[str, float | int | str]:

@@ -88,6 +88,8 @@ def main() -> None:
         if s % 32:
             ap.error(f"--sizes: {s} is not a multiple of 32 (YOLOv5 stride)")
     rows = run_children(__file__, a.sizes, common)
+    if not rows:
+        raise SystemExit("every size failed (see above)")
     print(f"VaT (width {a.width}, {rows[0]['translator_params']:,} params in T_A) with AOD-Net + YOLOv5n on CPU, "
           f"{a.iters} iters after {a.warmup} warm-up")
     print(f"{'size':>5} {'threads':>7} {'infer ms':>9} {'infer img/s':>12} {'train step s':>13} "
