@@ -212,3 +212,27 @@ def test_recipe_errors(shared_data: Path, tmp_path: Path) -> None:
     cfg["optim"]["E"] = {"lr": 1}
     with pytest.raises(ConfigError, match="no method group.*E; the method has G, D"):
         Trainer(cfg, train_data=tiny_pairs(shared_data))
+
+
+def test_cyclegan_resume_is_exact_with_its_image_pools(shared_data: Path, tmp_path: Path) -> None:
+    """CycleGAN keeps state outside its weights (image pools + their sampler): saved and restored too."""
+
+    def cyclegan(out: Path) -> Trainer:
+        cfg = tiny_config(out)
+        cfg["method"] = {"type": "cyclegan", "ngf": 4, "ndf": 4, "n_blocks": 1, "n_layers_D": 1, "pool_size": 3}
+        cfg["optim"] = {}
+        cfg["train"]["steps"] = 5
+        return Trainer(cfg, train_data=tiny_pairs(shared_data, size=16))
+
+    full = cyclegan(tmp_path / "full")
+    full.fit()
+    first = cyclegan(tmp_path / "cut")
+    first.fit(until=3)  # pools are full (3 fakes) and already sampling from their RNG
+    torch.manual_seed(999)
+    again = cyclegan(tmp_path / "cut")
+    again.fit(resume="auto")
+    assert again.step == 5
+    _assert_same_state(full, again)
+    for pool in ("pool_A", "pool_B"):
+        p1, p2 = getattr(full.method, pool), getattr(again.method, pool)
+        assert len(p1) == len(p2) == 3 and all(torch.equal(a, b) for a, b in zip(p1.images, p2.images))

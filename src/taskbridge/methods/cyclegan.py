@@ -52,7 +52,9 @@ class CycleGAN(Method):
         d = {"ndf": ndf, "n_layers": n_layers_D, "norm": norm, "antialias": antialias, "init": init, "init_gain": init_gain}
         self.G_A, self.G_B = ResnetGenerator(**g), ResnetGenerator(**g)
         self.D_A, self.D_B = PatchGAN(**d), PatchGAN(**d)
-        self.pool_A, self.pool_B = ImagePool(pool_size), ImagePool(pool_size)  # fakes of domain A / B
+        # seeded from torch's generator, so a seeded run is reproducible (the reference's pool is not)
+        seeds = torch.randint(0, 2**31 - 1, (2,)).tolist()
+        self.pool_A, self.pool_B = ImagePool(pool_size, seeds[0]), ImagePool(pool_size, seeds[1])  # fakes of A / B
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         return {
@@ -98,6 +100,14 @@ class CycleGAN(Method):
             }
         )
         return out
+
+    def training_state(self) -> dict:
+        """The image pools (stored fakes + sampler state): saved by the engine for exact resume."""
+        return {"pool_A": self.pool_A.state(), "pool_B": self.pool_B.state()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.pool_A.load_state(state["pool_A"])
+        self.pool_B.load_state(state["pool_B"])
 
     def translate(self, images: Tensor) -> Tensor:
         return to_unit(self.G_A(to_signed(images)))

@@ -26,6 +26,16 @@ class ImagePool:
     def __len__(self) -> int:
         return len(self.images)
 
+    def state(self) -> dict:
+        """Stored fakes and the sampler position: what exact resume needs beyond the weights."""
+        version, internal, gauss = self._rng.getstate()
+        return {"images": [i.cpu() for i in self.images], "rng": [version, list(internal), gauss]}
+
+    def load_state(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
+        self.images = [i.clone() for i in state["images"]]
+
     def query(self, images: Tensor) -> Tensor:
         images = images.detach()
         if self.size == 0:
