@@ -235,4 +235,4 @@ def test_cyclegan_resume_is_exact_with_its_image_pools(shared_data: Path, tmp_pa
     _assert_same_state(full, again)
     for pool in ("pool_A", "pool_B"):
         p1, p2 = getattr(full.method, pool), getattr(again.method, pool)
-        assert len(p1) == len(p2) == 3 and all(torch.equal(a, b) for a, b in zip(p1.images, p2.images))
+        assert len(p1) == len(p2) == 3 and all(torch.equal(a, b) for a, b in zip(p1.images, p2.images, strict=True))
