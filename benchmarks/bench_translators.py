@@ -45,10 +45,6 @@ def count(params) -> int:
     return sum(p.numel() for p in params)
 
 
-def timed(fn, warmup: int, iters: int) -> float:
-    return time_it(fn, iters, warmup)
-
-
 def bench(name: str, batch: dict[str, torch.Tensor], warmup: int, iters: int) -> dict[str, float | int | str]:
     torch.manual_seed(0)
     m = METHODS.create(name)
@@ -68,7 +64,7 @@ def bench(name: str, batch: dict[str, torch.Tensor], warmup: int, iters: int) ->
         m.training_step(batch, 0)["loss/G"].backward()
 
     n = x.shape[0]
-    t_g, t_step = timed(g_only, warmup, iters), timed(g_step, warmup, iters)
+    t_g, t_step = time_it(g_only, iters, warmup), time_it(g_step, iters, warmup)
     return {
         "method": name,
         "translator_params_M": round(count(gen.parameters()) / 1e6, 3),

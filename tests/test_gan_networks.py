@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from taskbridge.methods.gan_losses import discriminator_gan_loss, gan_loss, generator_gan_loss
 from taskbridge.methods.image_pool import ImagePool
-from taskbridge.methods.schedules import linear_decay_lambda
 from taskbridge.registry import TRANSLATORS
 from taskbridge.translators.layers import BlurPool2d, BlurUpsample2d
 from taskbridge.translators.patchgan import PatchGAN
@@ -124,11 +123,15 @@ def test_image_pool() -> None:
     assert 8 <= returned_old <= 32  # p = 0.5 over 40 draws
 
 
-def test_linear_decay_lambda_by_hand() -> None:
-    f = linear_decay_lambda(3, 2)
+def test_linear_decay_matches_cyclegan_policy_by_hand() -> None:
+    """The engine's `linear_decay` schedule is CycleGAN/CUT's 'linear' policy:
+    factor(e) = 1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1)."""
+    from taskbridge.engine.optim import _linear_decay_factor, build_scheduler
+
+    f = _linear_decay_factor(3, 2, 0.0)
     assert [f(e) for e in range(5)] == pytest.approx([1, 1, 1, 1 - 1 / 3, 1 - 2 / 3])
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay_lambda(100, 100))
+    sched, _ = build_scheduler(opt, {"type": "linear_decay", "n_constant": 100, "n_decay": 100}, total=200)
     for _ in range(150):
         opt.step()
         sched.step()
