@@ -144,3 +144,10 @@ def load_or_create_split(
         root = files
     save_split(split, path, seed, fractions, root)
     return split
+
+
+def split_indices(n: int, fractions: Mapping[str, float], seed: int) -> dict[str, list[str]]:
+    """Disjoint pools of the indices 0..n-1 of an array data set, named as zero-padded strings
+    ("000042") so they can be saved with `save_split` like file names; one rule for every caller
+    (engine pools, NUQ fitting on the clean pool, `evaluate --subset`)."""
+    return split_files([f"{i:06d}" for i in range(n)], fractions, seed)

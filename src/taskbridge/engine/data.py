@@ -171,7 +171,7 @@ class UnpairedTensors(Dataset):
 
 def _plan_cifar(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) -> DataPlan:
     from taskbridge.config import build
-    from taskbridge.data.splits import split_files
+    from taskbridge.data.splits import split_indices
     from taskbridge.data.unpaired import unpaired_collate
     from taskbridge.evaluation.datasets import ClassificationArrays, load_cifar_npz
     from taskbridge.registry import DEGRADATIONS
@@ -192,8 +192,7 @@ def _plan_cifar(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) 
         raise ConfigError(f"data.split: unknown key(s) {', '.join(sorted(split))}; accepted: fractions, seed")
     if not {"A", "B"} <= set(fractions):
         raise ConfigError(f"data.split.fractions needs disjoint pools 'A' and 'B' (and 'val'), got {fractions}")
-    names = [f"{i:06d}" for i in range(len(arrays))]
-    named = split_files(names, fractions, s_seed)
+    named = split_indices(len(arrays), fractions, s_seed)
     if output_dir is not None:  # the pools as a split file: `taskbridge evaluate --subset <file>:test`
         from taskbridge.data.splits import save_split
 

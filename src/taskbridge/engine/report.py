@@ -15,6 +15,7 @@ HIDDEN = ("num_", "seconds")
 def compare_on_validation(trainer: Any, prefer: str = "best") -> dict[str, dict[str, float]]:
     """{row name: validation metrics}; rows: input, restorer (if the method has a non-identity one), translator."""
     from taskbridge.engine import checkpoint as ckpt
+    from taskbridge.restorers.identity import Identity
 
     validator: Callable[..., Mapping[str, float]] | None = trainer.validator
     if validator is None:
@@ -23,7 +24,7 @@ def compare_on_validation(trainer: Any, prefer: str = "best") -> dict[str, dict[
     with torch.no_grad():
         rows["input"] = dict(validator(nn.Identity(), -1))
         restorer = getattr(trainer.method, "restorer", None)
-        if isinstance(restorer, nn.Module) and type(restorer).__name__ != "Identity":
+        if isinstance(restorer, nn.Module) and not isinstance(restorer, (Identity, nn.Identity)):
             rows[f"restorer ({type(restorer).__name__})"] = dict(validator(restorer.eval(), -1, as_restorer=True))
         try:
             translator = ckpt.load_translator(trainer.output_dir, device=trainer.device, prefer=prefer)

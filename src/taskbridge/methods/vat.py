@@ -69,11 +69,10 @@ def _fit_npz_pool(path: str, pool: str, fractions: dict[str, float], seed: int, 
     cuts it (same names, fractions and seed), so the NUQ never sees the degraded or validation pools."""
     import numpy as np
 
-    from taskbridge.data.splits import split_files
+    from taskbridge.data.splits import split_indices
 
     images = np.load(path)["images"]
-    names = [f"{i:06d}" for i in range(len(images))]
-    parts = split_files(names, fractions, seed)
+    parts = split_indices(len(images), fractions, seed)
     if pool not in parts:
         raise ValueError(f"method.nuq_fit.pool '{pool}' is not one of {', '.join(parts)}")
     idx = [int(n) for n in parts[pool]][:max_images]
