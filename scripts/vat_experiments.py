@@ -1,6 +1,6 @@
-"""Train VaT recipes over seeds, score each on the held-out test split, and print the results table.
+"""Train VaT (and comparison) recipes over seeds, score each on the held-out test split, print the table.
 
-Every number in docs/results.md's VaT tables comes from this script. Per (recipe, seed) it runs
+Every number in docs/results.md's VaT and comparison tables comes from this script. Per (recipe, seed) it runs
 `taskbridge fit RECIPE seed=S -o runs/tables/<name>-s<S>` (model selection on the recipe's
 validation split), then `taskbridge evaluate` of the selected checkpoint on the test split, with the
 same settings as the baseline rows (plain degraded input, restorer alone), which are scored once.
@@ -8,6 +8,11 @@ same settings as the baseline rows (plain degraded input, restorer alone), which
     python scripts/vat_experiments.py dehaze --seeds 0 1 2
     python scripts/vat_experiments.py dehaze --recipes dehaze-det-vat-nocycle dehaze-det-vat-nogfm --seeds 0
     python scripts/vat_experiments.py lowlight-cls --seeds 0 1 2
+    python scripts/vat_experiments.py lowlight-det --seeds 0 1 2
+    python scripts/vat_experiments.py dehaze-compare --seeds 0     # CycleGAN, CUT, FastCUT, ODCR (+ VaT runs)
+
+Each evaluation also scores the translated images (`taskbridge evaluate --quality`: PSNR/SSIM against
+the clean image where the degradation is synthetic, NIQE where images are large enough).
 
 The printed table (also runs/tables/<plan>-table.md) covers every run of the plan's recipes found
 under --root, so separate invocations (seeds, ablations) add up to one table.
@@ -23,15 +28,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+DAWN_TEST = ["--task", "yolov5n", "--data", "{data}/dawn_fog", "--subset", "recipes/splits/dawn_fog.json:test",
+             "--grid", "0"]
+RTTS5 = ["person", "bicycle", "car", "motorcycle", "bus"]
 PLANS = {
     "dehaze": {
         "recipes": ["dehaze-det-vat"],
         "restorer": "aodnet",
         "metric": "map50",
-        "classes": ["person", "bicycle", "car", "motorcycle", "bus"],
-        "eval": ["--task", "yolov5n", "--data", "{data}/dawn_fog", "--subset", "recipes/splits/dawn_fog.json:test",
-                 "--grid", "0"],
+        "classes": RTTS5,
+        "eval": DAWN_TEST,
         "translate": ["--translate-size", "160"],
+    },
+    "lowlight-det": {
+        "recipes": ["lowlight-det-vat"],
+        "restorer": "sci-medium",
+        "metric": "map50",
+        "classes": RTTS5,
+        "eval": ["--task", "yolov5n", "--data", "{data}/coco256_street", "--split", "val2017", "--subset",
+                 "recipes/splits/coco256_val2017.json:test", "--degrade", "lowlight", "--seed", "0", "--grid", "0"],
+        "translate": ["--translate-size", "160"],
+        # real dark photos without labels: NIQE of input, restorer and each run's translation
+        "real_photos": {"folder": "lowlight_unlabeled_sci", "size": "160"},
     },
     "lowlight-cls": {
         "recipes": ["lowlight-cls-vat"],
@@ -42,7 +60,19 @@ PLANS = {
                  "--degrade", "lowlight"],
         "translate": [],
     },
+    # the unpaired translators on the VaT dehazing setting (recipes/compare/), next to the VaT runs
+    "dehaze-compare": {
+        "recipes": ["compare/cyclegan-dehaze-det", "compare/cut-dehaze-det", "compare/fastcut-dehaze-det",
+                    "compare/odcr-dehaze-det"],
+        "table": ["cyclegan-dehaze-det", "cut-dehaze-det", "fastcut-dehaze-det", "odcr-dehaze-det", "dehaze-det-vat"],
+        "restorer": "aodnet",
+        "metric": "map50",
+        "classes": RTTS5,
+        "eval": DAWN_TEST,
+        "translate": ["--translate-size", "160"],
+    },
 }
+QUALITY = ("psnr", "ssim", "niqe")
 
 
 def taskbridge_exe() -> str:
@@ -66,23 +96,59 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def evaluate(plan: dict, out: Path, data: str, split: str, extra: list[str], log: Path) -> dict:
+    """Score once; an earlier evaluation without the image-quality pass is redone with it."""
     args = [a.format(data=data, split=split) for a in plan["eval"]]
-    if not (out / "results.json").is_file():
-        run(["taskbridge", "evaluate", *args, *extra, "--out", str(out)], log)
-    return json.loads((out / "results.json").read_text())["runs"]
+    done = out / "results.json"
+    if not done.is_file() or any("quality" not in r for r in json.loads(done.read_text())["runs"].values()):
+        run(["taskbridge", "evaluate", *args, *extra, "--quality", "--out", str(out)], log)
+    return json.loads(done.read_text())["runs"]
 
 
 def row(result: dict, plan: dict) -> dict[str, float]:
     r = {plan["metric"]: float(result[plan["metric"]])}
     per = result.get("voc", {}).get("per_class", {})
     r.update({c: float(per[c]["ap"]) for c in plan["classes"] if c in per})
+    quality = result.get("quality") or {}
+    r.update({q: float(quality[q]) for q in QUALITY if quality.get(q) is not None})
     return r
 
 
 def fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def niqe_of(folder: Path, out: Path, log: Path) -> float:
+    if not out.is_file():
+        run(["taskbridge", "evaluate-quality", "--pred", str(folder), "--metrics", "niqe", "--json", str(out)], log)
+    return float(json.loads(out.read_text())["mean"]["niqe"])
+
+
+def real_photo_niqe(plan: dict, data: str, root: Path, runs: list[Path], log: Path) -> dict[str, list[float]]:
+    """NIQE on the plan's unlabelled real photos: as they are, restored, and translated by every run."""
+    spec = plan["real_photos"]
+    photos = Path(data) / spec["folder"]
+    base = root / f"{spec['folder']}-baselines"
+    restored = base / plan["restorer"]
+    if not restored.is_dir():
+        run(["taskbridge", "restore", "--restorer", plan["restorer"], "--in", str(photos), "--out", str(restored)], log)
+    scores = {"input": [niqe_of(photos, base / "input_niqe.json", log)],
+              plan["restorer"]: [niqe_of(restored, base / f"{plan['restorer']}_niqe.json", log)]}
+    for run_dir in runs:
+        out = run_dir / "real_photos"
+        if not out.is_dir():
+            run(["taskbridge", "translate", "--ckpt", str(run_dir), "--in", str(photos), "--out", str(out),
+                 "--size", spec["size"], "--device", "cpu"], log)
+        recipe = run_dir.name.rpartition("-s")[0]
+        scores.setdefault(recipe, []).append(niqe_of(out, run_dir / "real_photos_niqe.json", log))
+    return scores
+
+
+def run_name(recipe: str) -> str:
+    return Path(recipe).name
 
 
 def main() -> None:
@@ -98,10 +164,11 @@ def main() -> None:
     root = Path(args.root)
     log = root / f"{args.plan}.log"
     table: dict[str, list[dict[str, float]]] = {}
+    run_dirs: list[Path] = []
     split_for_baseline = ""
     for recipe in args.recipes or plan["recipes"]:
         for seed in args.seeds:
-            out = root / f"{recipe}-s{seed}"
+            out = root / f"{run_name(recipe)}-s{seed}"
             if not (out / "checkpoints" / "best").is_dir():
                 run(["taskbridge", "fit", f"recipes/{recipe}.yaml", f"seed={seed}", "-o", str(out), "--no-report",
                      *args.overrides], log)
@@ -109,25 +176,37 @@ def main() -> None:
             split_for_baseline = split_for_baseline or split
             res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out),
                                                                   *plan["translate"]], log)
+            table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan))
+            run_dirs.append(out)
+    # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
+    # their evaluations are brought up to date (quality pass) with the same settings
+    fresh = {(run_name(r), s) for r in (args.recipes or plan["recipes"]) for s in args.seeds}
+    for pattern in plan.get("table", [f"{run_name(plan['recipes'][0])}*"]):
+        for run_dir in sorted(root.glob(f"{pattern}-s*")):
+            recipe, _, seed = run_dir.name.rpartition("-s")
+            if not seed.isdigit() or (recipe, int(seed)) in fresh or not (run_dir / "checkpoints" / "best").is_dir():
+                continue
+            split = str(run_dir / "split_pools.json")
+            res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir),
+                                                                       *plan["translate"]], log)
+            split_for_baseline = split_for_baseline or split
             table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
-    # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations)
-    main_recipe = plan["recipes"][0]
-    for run_dir in sorted(root.glob(f"{main_recipe}*-s*")):
-        recipe, _, seed = run_dir.name.rpartition("-s")
-        done = run_dir / "test" / "results.json"
-        if seed.isdigit() and done.is_file() and not (recipe in (args.recipes or plan["recipes"])
-                                                      and int(seed) in args.seeds):
-            res = json.loads(done.read_text())["runs"]
-            table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
+            run_dirs.append(run_dir)
     base = evaluate(plan, root / f"{args.plan}-baselines", args.data, split_for_baseline,
                     ["--restorer", plan["restorer"]], log)
     rows = {name: [row(r, plan)] for name, r in base.items()}
     rows.update(table)
     cols = [plan["metric"], *plan["classes"]]
+    cols += [q for q in QUALITY if any(q in r for results in rows.values() for r in results)]
     lines = [f"| run | n seeds | {' | '.join(cols)} |", "|---|---|" + "---|" * len(cols)]
     for name, results in rows.items():
-        cells = [fmt([r[c] for r in results]) for c in cols]
+        cells = [fmt([r[c] for r in results if c in r]) for c in cols]
         lines.append(f"| {name} | {len(results) if name in table else '-'} | {' | '.join(cells)} |")
+    if "real_photos" in plan:
+        niqe = real_photo_niqe(plan, args.data, root, run_dirs, log)
+        lines += ["", f"NIQE (lower is better) on the unlabelled real photos of {plan['real_photos']['folder']}:", "",
+                  "| run | n seeds | NIQE |", "|---|---|---|"]
+        lines += [f"| {name} | {len(v) if name in table else '-'} | {fmt(v)} |" for name, v in niqe.items()]
     text = "\n".join(lines)
     print(text)
     (root / f"{args.plan}-table.md").write_text(text + "\n")

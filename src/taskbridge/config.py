@@ -1,7 +1,9 @@
 """Recipes: YAML files with `key=value` overrides, merged with OmegaConf.
 
 A recipe may name a parent with `base: other.yaml` (resolved next to it), which is how
-presets such as FastCUT extend CUT. Unknown keys are errors that name the key: every
+presets such as FastCUT extend CUT; `base: [method.yaml, setting.yaml]` merges several parents
+in order (later wins, the recipe itself last), so one shared setting (data, budget, validation)
+can be combined with every method without copying it. Unknown keys are errors that name the key: every
 section is checked against the constructor that will receive it (`registry.check_kwargs`) or
 against the dataclass schema given to `load_recipe`.
 """
@@ -35,8 +37,9 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     base = cfg.pop("base", None)
     if base is None:
         return cfg
-    parent = _load_with_bases((path.parent / str(base)), (*seen, path))
-    return OmegaConf.merge(parent, cfg)  # type: ignore[return-value]
+    bases = list(base) if isinstance(base, Sequence) and not isinstance(base, str) else [base]
+    parents = [_load_with_bases((path.parent / str(b)), (*seen, path)) for b in bases]
+    return OmegaConf.merge(*parents, cfg)  # type: ignore[return-value]
 
 
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:

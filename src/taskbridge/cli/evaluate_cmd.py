@@ -3,7 +3,9 @@
 Detection: VOC all-point AP@0.5 per class + mAP, COCO mAP50 / mAP50:95 cross-check, a before/after
 picture grid. Classification: top-1 and macro ROC-AUC. Each `--restorer` gives one row of the table
 (plus the plain degraded input unless `--no-baseline`); everything measured, and every setting
-used, goes to `results.json` in `--out`.
+used, goes to `results.json` in `--out`. `--quality` also scores each row's images: PSNR/SSIM
+against the clean image when `--degrade` synthesised the degraded one, NIQE when images are large
+enough (at each image's own resolution; see `evaluation.quality`).
 """
 
 from __future__ import annotations
@@ -44,32 +46,6 @@ def build_class_map(classes: str | None, map_dataset: list[str] | None, map_mode
     return cmap
 
 
-def restrict_to_subset(dataset: Any, spec: str) -> Any:
-    """Keep the detection items whose file names are listed under PART in a split JSON (FILE.json:PART)."""
-    from taskbridge.data.splits import load_split
-
-    file, _, part = spec.rpartition(":")
-    if not file or not part:
-        raise typer.BadParameter(f"--subset expects FILE.json:PART, got '{spec}'")
-    parts = load_split(file)
-    if part not in parts:
-        raise typer.BadParameter(f"--subset: {file} has no part '{part}' (parts: {', '.join(parts)})")
-    if hasattr(dataset, "labels") and hasattr(dataset, "images"):  # classification arrays: names are indices
-        from taskbridge.evaluation.datasets import ClassificationArrays
-
-        idx = [int(n) for n in parts[part]]
-        if max(idx, default=-1) >= len(dataset):
-            raise typer.BadParameter(f"--subset: {file}:{part} indexes past the {len(dataset)} images of the data")
-        return ClassificationArrays(dataset.images[idx], dataset.labels[idx], dataset.class_names)
-    if not hasattr(dataset, "items"):
-        raise typer.BadParameter("--subset applies to detection folders and classification arrays")
-    keep = {Path(n).name for n in parts[part]}
-    dataset.items = [it for it in dataset.items if Path(it[0]).name in keep]
-    if len(dataset.items) != len(keep):
-        raise typer.BadParameter(f"--subset: {len(keep)} names in {file}:{part}, {len(dataset.items)} found in the data")
-    return dataset
-
-
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
@@ -101,6 +77,8 @@ def register(app: typer.Typer) -> None:
         grid_conf: float = typer.Option(0.25, help="Score threshold of the boxes drawn in the picture."),
         limit: int = typer.Option(None, help="Evaluate only the first N images (smoke tests; never for reported numbers)."),
         batch_size: int = typer.Option(256, help="Classification batch size."),
+        quality: bool = typer.Option(False, "--quality/--no-quality", help="Also score each row's task input: "
+                                     "PSNR/SSIM vs the clean image (with --degrade) and NIQE; a second table."),
         out: Path = typer.Option(None, help="Output folder (default runs/evaluate/<task>-<data>)."),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     ) -> None:
@@ -112,12 +90,15 @@ def register(app: typer.Typer) -> None:
             build_pipeline,
             evaluate_classification,
             evaluate_detection,
+            evaluate_quality,
             open_dataset,
         )
+        from taskbridge.evaluation.datasets import restrict_to_subset
         from taskbridge.evaluation.report import (
             classification_table,
             detection_grid,
             detection_table,
+            quality_table,
             save_png,
             write_json,
         )
@@ -127,7 +108,10 @@ def register(app: typer.Typer) -> None:
         model.name = task
         dataset = open_dataset(data, split=split)
         if subset:
-            dataset = restrict_to_subset(dataset, subset)
+            try:
+                dataset = restrict_to_subset(dataset, subset)
+            except (ValueError, FileNotFoundError) as err:
+                raise typer.BadParameter(str(err)) from err
         deg = None
         if degrade:
             deg = DEGRADATIONS.create(degrade, **parse_options(degrade_opt, "--degrade-opt"))
@@ -162,8 +146,14 @@ def register(app: typer.Typer) -> None:
                                          voc_11_point=eleven_point, device=device, limit=limit)
             res["settings"]["data"] = str(data)
             res["settings"]["limit"] = limit
+            if quality:
+                res["quality"] = evaluate_quality(dataset, pipe, degrade=deg, seed=seed, limit=limit, device=device,
+                                                  batch_size=batch_size)
             results[name] = res
         table = classification_table(results) if is_cls else detection_table(results)
+        if quality:
+            table += "\n\nimage quality of the task input (PSNR/SSIM vs the clean image; NIQE lower = more natural)\n"
+            table += quality_table(results)
         typer.echo(table)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.txt").write_text(table + "\n")

@@ -6,6 +6,9 @@ Two sources:
   to `root`; `UnpairedDataset` pairs them. `split: {fractions: {train: 0.8, val: 0.2}, seed, file}`
   carves a validation part out of A (stored as JSON, by default `<output_dir>/split_A.json`, so
   a resumed or re-evaluated run uses the same files); `val_A` names an explicit held-out set instead.
+  `degrade_A: {type: lowlight, ...}` makes A by degrading clean photos (synthetic settings such as
+  darkened COCO): every A file keeps one fixed degraded version (seeded by run seed and file), so
+  the translator sees a stable degraded set, as it would a real one.
 * `source: cifar_npz` (classification track): one labelled .npz; `split.fractions` cuts disjoint
   index pools `A`, `B` and `val`; A is degraded once by `degradation: {type: lowlight, ...}`
   under the run seed, B stays clean; `val` keeps labels for validation.
@@ -28,7 +31,7 @@ from torch.utils.data import Dataset
 
 from taskbridge.config import ConfigError
 
-FOLDER_KEYS = {"source", "root", "train_A", "train_B", "val_A", "split", "size", "resize", "crop", "flip",
+FOLDER_KEYS = {"source", "root", "train_A", "train_B", "val_A", "split", "degrade_A", "size", "resize", "crop", "flip",
                "keep_aspect", "repair_each_epoch", "batch_size", "num_workers", "shuffle", "on_error"}
 NPZ_KEYS = {"source", "root", "path", "split", "degradation", "flip", "batch_size", "num_workers", "shuffle",
             "repair_each_epoch"}
@@ -134,8 +137,41 @@ def _plan_folders(cfg: dict[str, Any], seed: int, output_dir: Path | None) -> Da
         keep_aspect=bool(cfg.get("keep_aspect", False)), repair_each_epoch=bool(cfg.get("repair_each_epoch", True)),
     )
     info.update(train_A=len(a_files), train_B=len(b_files), val_A=len(val_files) if val_files else 0)
+    degradation = None
+    if cfg.get("degrade_A") is not None:
+        from taskbridge.config import build
+        from taskbridge.registry import DEGRADATIONS
+
+        degradation = build(DEGRADATIONS, cfg["degrade_A"], "data.degrade_A")
+        ds = DegradedA(ds, degradation, seed)
+        info["degrade_A"] = repr(degradation)
     ds.sizes = info  # type: ignore[attr-defined]  # shown in the run summary
-    return DataPlan("folders", ds, unpaired_collate, val_files=val_files, info=info)
+    return DataPlan("folders", ds, unpaired_collate, val_files=val_files, degradation=degradation, info=info)
+
+
+class DegradedA(Dataset):
+    """Degrades the A side of an `UnpairedDataset` item; the seed depends on the A file only."""
+
+    def __init__(self, base: Dataset, degradation: Callable[..., Any], seed: int) -> None:
+        self.base, self.degradation, self.seed = base, degradation, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, pair_indices, files ... of the wrapped set
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from taskbridge.engine.seed import derive_seed
+        from taskbridge.evaluation.pipeline import run_degradation
+
+        item = dict(self.base[index])
+        ia = self.base.pair_indices(index)[0]  # type: ignore[attr-defined]
+        with torch.no_grad():
+            item["A"] = run_degradation(self.degradation, item["A"][None], derive_seed(self.seed, ia, 11))[0].clamp(0, 1)
+        return item
 
 
 class UnpairedTensors(Dataset):

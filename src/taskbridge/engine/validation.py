@@ -4,8 +4,11 @@ Validation runs only on the held-out split the data section defines (never the t
 
 * `type: detection`: `task: {type: ..., ...}` (frozen detector), `data:` the labelled folder
   (relative to data.root) holding the held-out images; when `data.split` carved a val part out of
-  train_A only those files are scored. Options passed to `evaluate_detection`: img_size,
-  conf_thres, iou_thres, class_map, max_det, multi_label, letterbox_mode, limit.
+  train_A only those files are scored. `split` picks the Ultralytics-layout split folder (e.g.
+  val2017) and `subset: FILE.json:PART` the held-out part of it; `degrade: {type: ...}` with its own
+  `seed` (default 0, fixed across runs so every run is selected on the same images) synthesises the
+  degraded validation images from clean labelled ones. Options passed to `evaluate_detection`:
+  img_size, conf_thres, iou_thres, class_map, max_det, multi_label, letterbox_mode, limit.
 * `type: classification` (with `data.source: cifar_npz`): scores the val pool, degraded by the
   data section's degradation under `seed`; options: task, batch_size, class_map, seed.
 
@@ -27,7 +30,8 @@ from taskbridge.config import ConfigError, build
 from taskbridge.engine.data import DataPlan, data_root, file_names
 
 DETECTION_KEYS = {"type", "task", "data", "img_size", "conf_thres", "iou_thres", "class_map", "max_det",
-                  "multi_label", "letterbox_mode", "limit", "translate_size", "residual", "label_format"}
+                  "multi_label", "letterbox_mode", "limit", "translate_size", "residual", "label_format",
+                  "split", "subset", "degrade", "seed"}
 CLASSIFICATION_KEYS = {"type", "task", "batch_size", "class_map", "seed", "translate_size", "residual"}
 
 
@@ -65,7 +69,14 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
             raise ConfigError("val (detection): needs 'task' ({type: ...}) and 'data' (labelled folder relative to data.root)")
         folder = Path(str(cfg["data"]))
         folder = folder if folder.is_absolute() else data_root(dict(data_cfg)) / folder
-        dataset = evaluation.DetectionFolder(folder, label_format=str(cfg.get("label_format", "auto")))
+        dataset = evaluation.DetectionFolder(folder, split=cfg.get("split"), label_format=str(cfg.get("label_format", "auto")))
+        if cfg.get("subset"):
+            from taskbridge.evaluation.datasets import restrict_to_subset
+
+            try:
+                restrict_to_subset(dataset, str(cfg["subset"]))
+            except (ValueError, FileNotFoundError) as err:
+                raise ConfigError(f"val.subset: {err}") from err
         if plan.val_files is not None:
             keep = file_names(plan.val_files)
             dataset.items = [it for it in dataset.items if str(Path(it[0]).resolve()) in keep]
@@ -74,6 +85,11 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
         task = build(TASKS, cfg["task"], "val.task").to(device).eval()
         opts = {k: cfg[k] for k in ("img_size", "conf_thres", "iou_thres", "class_map", "max_det", "multi_label",
                                      "letterbox_mode", "limit") if k in cfg}
+        if cfg.get("degrade") is not None:
+            from taskbridge.registry import DEGRADATIONS
+
+            opts["degrade"] = build(DEGRADATIONS, cfg["degrade"], "val.degrade")
+            opts["seed"] = int(cfg.get("seed", 0))
 
         def validate_detection(translator: nn.Module, step: int, as_restorer: bool = False) -> dict[str, float]:
             pipe = _pipeline(evaluation, translator, cfg, as_restorer)

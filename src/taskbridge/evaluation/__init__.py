@@ -17,8 +17,9 @@ from taskbridge.evaluation.datasets import (
 from taskbridge.evaluation.detection import evaluate_detection
 from taskbridge.evaluation.letterbox import LetterboxInfo, letterbox
 from taskbridge.evaluation.pipeline import ImagePipeline, build_pipeline
+from taskbridge.evaluation.quality import evaluate_quality
 
 __all__ = [
     "ClassMap", "ClassificationArrays", "DetectionFolder", "DetectionSample", "ImagePipeline", "LetterboxInfo",
-    "build_pipeline", "evaluate_classification", "evaluate_detection", "letterbox", "load_cifar_npz", "open_dataset",
+    "build_pipeline", "evaluate_classification", "evaluate_detection", "evaluate_quality", "letterbox", "load_cifar_npz", "open_dataset",
 ]

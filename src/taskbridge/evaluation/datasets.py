@@ -138,3 +138,30 @@ def open_dataset(path: str | os.PathLike[str], split: str | None = None) -> Dete
     if p.suffix == ".npz" or (p.is_dir() and any(p.glob("*.npz")) and not (p / "images").is_dir()):
         return load_cifar_npz(p)
     return DetectionFolder(p, split=split)
+
+
+def restrict_to_subset(dataset: DetectionFolder | ClassificationArrays, spec: str) -> DetectionFolder | ClassificationArrays:
+    """Keep only the images listed under PART of a split JSON (`FILE.json:PART`).
+
+    Detection folders match by file name; classification arrays by index (the pool files written
+    by the engine). A name that is not in the data is an error, so a stale split cannot shrink a
+    test set silently.
+    """
+    from taskbridge.data.splits import load_split
+
+    file, _, part = str(spec).rpartition(":")
+    if not file or not part:
+        raise ValueError(f"subset: expected FILE.json:PART, got '{spec}'")
+    parts = load_split(file)
+    if part not in parts:
+        raise ValueError(f"subset: {file} has no part '{part}' (parts: {', '.join(parts)})")
+    if isinstance(dataset, ClassificationArrays):
+        idx = [int(n) for n in parts[part]]
+        if max(idx, default=-1) >= len(dataset):
+            raise ValueError(f"subset: {file}:{part} indexes past the {len(dataset)} images of the data")
+        return ClassificationArrays(dataset.images[idx], dataset.labels[idx], dataset.class_names)
+    keep = {Path(n).name for n in parts[part]}
+    dataset.items = [it for it in dataset.items if Path(it[0]).name in keep]
+    if len(dataset.items) != len(keep):
+        raise ValueError(f"subset: {len(keep)} names in {file}:{part}, {len(dataset.items)} found in {dataset.root}")
+    return dataset
