@@ -91,3 +91,18 @@ def test_main_vat_recipes_fit_five_steps(recipe: str, shared_data: Path, tmp_pat
     assert len(val) == 1 and val[0]["step"] == 5
     assert all(torch.isfinite(torch.tensor(v)) for k, v in val[0].items() if k.startswith("val/"))
     assert (tmp_path / "checkpoints" / "best").is_dir()
+
+
+FRAGMENTS = {SETTING}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml") if p not in FRAGMENTS),
+                         ids=lambda p: str(p.relative_to(RECIPES)))
+def test_every_shipped_recipe_names_known_method_options(path: Path) -> None:
+    """A typo in any recipe (or a renamed option) fails here, not after minutes of training."""
+    from taskbridge.registry import METHODS, check_kwargs
+
+    cfg = to_dict(load_recipe(path))
+    method = dict(cfg["method"])
+    check_kwargs(METHODS.get(method.pop("type")), method, f"{path.name}: method")
+    assert cfg["name"] and (cfg["train"].get("steps") or cfg["train"].get("epochs"))
