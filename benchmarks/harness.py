@@ -15,13 +15,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _sync() -> None:
+    """Wait for queued GPU work, so a CUDA timing measures the kernels and not their launch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def time_it(fn: Callable[[], None], iters: int, warmup: int) -> float:
     """Mean seconds per call after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
+    _sync()
     t0 = time.perf_counter()
     for _ in range(iters):
         fn()
+    _sync()
     return (time.perf_counter() - t0) / iters
 
 

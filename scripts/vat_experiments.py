@@ -10,6 +10,7 @@ same settings as the baseline rows (plain degraded input, restorer alone), which
     python scripts/vat_experiments.py lowlight-cls --seeds 0 1 2
     python scripts/vat_experiments.py lowlight-det --seeds 0 1 2
     python scripts/vat_experiments.py dehaze-compare --seeds 0     # CycleGAN, CUT, FastCUT, ODCR (+ VaT runs)
+    python scripts/vat_experiments.py lowlight-cls-compare --seeds 0   # the same on dark CIFAR-10
 
 Each evaluation also scores the translated images (`taskbridge evaluate --quality`: PSNR/SSIM against
 the clean image where the degradation is synthetic, NIQE where images are large enough).
@@ -30,6 +31,8 @@ from pathlib import Path
 
 DAWN_TEST = ["--task", "yolov5n", "--data", "{data}/dawn_fog", "--subset", "recipes/splits/dawn_fog.json:test",
              "--grid", "0"]
+CIFAR_DARK_TEST = ["--task", "cifar-resnet20", "--data", "{data}/cifar10_test_subset", "--subset", "{split}:test",
+                   "--degrade", "lowlight"]
 RTTS5 = ["person", "bicycle", "car", "motorcycle", "bus"]
 PLANS = {
     "dehaze": {
@@ -56,8 +59,7 @@ PLANS = {
         "restorer": "sci-medium",
         "metric": "top1",
         "classes": [],
-        "eval": ["--task", "cifar-resnet20", "--data", "{data}/cifar10_test_subset", "--subset", "{split}:test",
-                 "--degrade", "lowlight"],
+        "eval": CIFAR_DARK_TEST,
         "translate": [],
     },
     # the unpaired translators on the VaT dehazing setting (recipes/compare/), next to the VaT runs
@@ -70,6 +72,18 @@ PLANS = {
         "classes": RTTS5,
         "eval": DAWN_TEST,
         "translate": ["--translate-size", "160"],
+    },
+    # the same on dark CIFAR-10 (recipes/compare/*-lowlight-cls.yaml), next to the VaT runs
+    "lowlight-cls-compare": {
+        "recipes": ["compare/cyclegan-lowlight-cls", "compare/cut-lowlight-cls", "compare/fastcut-lowlight-cls",
+                    "compare/odcr-lowlight-cls"],
+        "table": ["cyclegan-lowlight-cls", "cut-lowlight-cls", "fastcut-lowlight-cls", "odcr-lowlight-cls",
+                  "lowlight-cls-vat"],
+        "restorer": "sci-medium",
+        "metric": "top1",
+        "classes": [],
+        "eval": CIFAR_DARK_TEST,
+        "translate": [],
     },
 }
 QUALITY = ("psnr", "ssim", "niqe")
@@ -151,6 +165,15 @@ def run_name(recipe: str) -> str:
     return Path(recipe).name
 
 
+def recipe_name(arg: str) -> str:
+    """Accept `dehaze-det-vat`, `recipes/dehaze-det-vat.yaml` or `compare/cut-dehaze-det` alike."""
+    name = arg.removesuffix(".yaml")
+    name = name.removeprefix("recipes/")
+    if not Path("recipes", f"{name}.yaml").is_file():
+        raise SystemExit(f"no recipe recipes/{name}.yaml (from {arg!r}); see `ls recipes`")
+    return name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("plan", choices=sorted(PLANS))
@@ -166,7 +189,8 @@ def main() -> None:
     table: dict[str, list[dict[str, float]]] = {}
     run_dirs: list[Path] = []
     split_for_baseline = ""
-    for recipe in args.recipes or plan["recipes"]:
+    recipes = [recipe_name(r) for r in args.recipes] if args.recipes else plan["recipes"]
+    for recipe in recipes:
         for seed in args.seeds:
             out = root / f"{run_name(recipe)}-s{seed}"
             if not (out / "checkpoints" / "best").is_dir():
@@ -180,7 +204,7 @@ def main() -> None:
             run_dirs.append(out)
     # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
     # their evaluations are brought up to date (quality pass) with the same settings
-    fresh = {(run_name(r), s) for r in (args.recipes or plan["recipes"]) for s in args.seeds}
+    fresh = {(run_name(r), s) for r in recipes for s in args.seeds}
     for pattern in plan.get("table", [f"{run_name(plan['recipes'][0])}*"]):
         for run_dir in sorted(root.glob(f"{pattern}-s*")):
             recipe, _, seed = run_dir.name.rpartition("-s")

@@ -62,6 +62,17 @@ def make_samples() -> list[DetectionSample]:
     return samples
 
 
+def test_evaluate_detection_without_coco_backend_keeps_voc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pycocotools is optional: without it a run (e.g. validation during fit) warns and keeps VOC mAP50."""
+    import taskbridge.evaluation.detection as det
+
+    monkeypatch.setattr(det, "coco_backend", lambda: None)
+    with pytest.warns(UserWarning, match="pycocotools"):
+        res = det.evaluate_detection(ColourBoxDetector(), make_samples(), None, img_size=160,
+                                     class_map=ClassMap(["person", "car"]), progress=False)
+    assert res["map50"] == pytest.approx(1.0) and res["coco"] is None
+
+
 def test_letterbox_round_trip() -> None:
     img = torch.rand(3, 90, 160)
     for mode, shape in (("min", (96, 160)), ("square", (160, 160)), ("rect", (128, 192))):

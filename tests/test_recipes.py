@@ -17,6 +17,7 @@ from taskbridge.registry import RegistryError
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 SETTING = RECIPES / "compare" / "dehaze-det-160.yaml"
+CLS_SETTING = RECIPES / "compare" / "lowlight-cls-32.yaml"
 
 
 def test_base_list_merges_in_order(tmp_path: Path) -> None:
@@ -47,6 +48,30 @@ def test_comparison_recipes_take_method_from_its_recipe_and_setting_from_the_fra
     assert cfg["data"]["split"] == vat["data"]["split"] and cfg["data"]["size"] == vat["data"]["size"]
     assert {k: v for k, v in cfg["val"].items() if k != "split_name"} == {k: v for k, v in vat["val"].items()
                                                                           if k != "split_name"}
+
+
+@pytest.mark.parametrize("method", ["cyclegan", "cut", "fastcut", "odcr"])
+def test_dark_cifar_comparison_uses_the_vat_pools_and_fits(method: str, shared_data: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GAN recipes on dark CIFAR-10: the method's own folder keys are unset (null) by the setting,
+    so the cifar source accepts them; pools, degradation and validation are those of the VaT recipe."""
+    monkeypatch.chdir(REPO)
+    cfg = to_dict(load_recipe(RECIPES / "compare" / f"{method}-lowlight-cls.yaml"))
+    vat = to_dict(load_recipe(RECIPES / "lowlight-cls-vat.yaml"))
+    assert cfg["method"]["type"] == method and cfg["data"]["train_A"] is None
+    assert cfg["val"] == vat["val"]
+    for key in ("source", "path", "split", "degradation"):
+        assert cfg["data"][key] == vat["data"][key], key
+    plan = plan_data({**cfg["data"], "root": str(shared_data)}, seed=0)
+    assert (plan.info["A"], plan.info["B"], plan.info["val"]) == (356, 254, 153)
+    with pytest.raises(ConfigError, match="unknown key"):  # a non-null folder key is still an error
+        plan_data({**cfg["data"], "root": str(shared_data), "train_A": "x"}, seed=0)
+    over = [f"data.root={shared_data}", "data.batch_size=2", "train.steps=2", "train.val_every=2",
+            "train.ckpt_every=0", "train.image_every=0", "train.device=cpu", "train.progress=false",
+            "train.tensorboard=false", f"output_dir={tmp_path}"]
+    Trainer(to_dict(load_recipe(RECIPES / "compare" / f"{method}-lowlight-cls.yaml", over))).fit()
+    val = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"val"' in r]
+    assert len(val) == 1 and 0.0 <= val[0]["val/top1"] <= 1.0
 
 
 def test_degrade_a_fixes_one_degraded_version_per_file(shared_data: Path) -> None:
@@ -93,7 +118,7 @@ def test_main_vat_recipes_fit_five_steps(recipe: str, shared_data: Path, tmp_pat
     assert (tmp_path / "checkpoints" / "best").is_dir()
 
 
-FRAGMENTS = {SETTING}
+FRAGMENTS = {SETTING, CLS_SETTING}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml") if p not in FRAGMENTS),

@@ -3,7 +3,8 @@
 A recipe may name a parent with `base: other.yaml` (resolved next to it), which is how
 presets such as FastCUT extend CUT; `base: [method.yaml, setting.yaml]` merges several parents
 in order (later wins, the recipe itself last), so one shared setting (data, budget, validation)
-can be combined with every method without copying it. Unknown keys are errors that name the key: every
+can be combined with every method without copying it (in `data`, a key set to null counts as
+absent, so a setting can unset a parent's keys for another data source). Unknown keys are errors that name the key: every
 section is checked against the constructor that will receive it (`registry.check_kwargs`) or
 against the dataclass schema given to `load_recipe`.
 """

@@ -91,7 +91,8 @@ def plan_data(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) ->
 
 
 def _check_keys(cfg: dict[str, Any], allowed: set[str], source: str) -> None:
-    unknown = sorted(set(cfg) - allowed)
+    """A key set to null counts as absent: a recipe can unset what a `base:` parent set for another source."""
+    unknown = sorted(k for k, v in cfg.items() if v is not None and k not in allowed)
     if unknown:
         raise ConfigError(f"data: unknown key(s) {', '.join(unknown)} for source '{source}'; accepted: {', '.join(sorted(allowed))}")
 

@@ -158,6 +158,16 @@ def voc_detection_ap(
     }
 
 
+def coco_backend() -> str | None:
+    """The COCO evaluator torchmetrics can use here (an optional dependency), or None."""
+    import importlib.util
+
+    for module, backend in (("pycocotools", "pycocotools"), ("faster_coco_eval", "faster_coco_eval")):
+        if importlib.util.find_spec(module) is not None:
+            return backend
+    return None
+
+
 def coco_detection_ap(
     preds: Sequence[ImageBoxes], targets: Sequence[ImageBoxes], class_names: Sequence[str], max_det: int = 300
 ) -> dict:
@@ -168,11 +178,9 @@ def coco_detection_ap(
     """
     from torchmetrics.detection import MeanAveragePrecision
 
-    backend = "pycocotools"
-    try:
-        import pycocotools  # noqa: F401
-    except ImportError:  # torchmetrics' other supported backend
-        backend = "faster_coco_eval"
+    backend = coco_backend()
+    if backend is None:
+        raise ModuleNotFoundError("COCO-style AP needs pycocotools: pip install 'taskbridge[coco]'")
     metric = MeanAveragePrecision(
         box_format="xyxy", iou_type="bbox", class_metrics=False, backend=backend, extended_summary=True,
         max_detection_thresholds=[1, 10, max_det],
