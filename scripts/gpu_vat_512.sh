@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VaT on real fog at the paper's 512x512 scale on one CUDA GPU, with its timings; the numbers in
-# docs/results.md ("GPU run at 512 px") come from this script.
+# docs/results.md §3.4 and §5.1 come from this script.
 #
 #   TASKBRIDGE_DATA=../shared/data TASKBRIDGE_WEIGHTS=../shared/data bash scripts/gpu_vat_512.sh OUT_DIR
 #
@@ -9,8 +9,9 @@
 # (FIT_SECONDS bounds the wall time: the best checkpoint so far is kept when it runs out); (3) the
 # selected translator scored on the DAWN test split at full resolution (translate at 512, add the
 # upsampled residual), with NIQE. Environment: STEPS (default 1500 = 50 epochs of the 120 training
-# images at batch 4, the paper's schedule), FIT_SECONDS (default 300), PYTHON (default python3), DEVICE (default cuda), SIZE (default 512), BENCH_SIZES (default
-# "256 512"), BENCH_ITERS (default 20), RUN_DIR (the training run; default OUT_DIR/run), BENCH=0 skips step (1).
+# images at batch 4, the paper's schedule), FIT_SECONDS (default 300), PYTHON (default python3),
+# DEVICE (default cuda), SIZE (default 512), BENCH_SIZES (default "256 512"), BENCH_ITERS (default 20),
+# RUN_DIR (the training run; default OUT_DIR/run), BENCH=0 skips step (1).
 # Needs pycocotools (the validator also reports COCO-style AP).
 set -uo pipefail
 out=${1:?usage: gpu_vat_512.sh OUT_DIR}
@@ -35,12 +36,12 @@ timeout "${FIT_SECONDS:-300}" "${cli[@]}" fit recipes/dehaze-det-vat.yaml -o "$r
   data.resize="[$size,$size]" data.size="$size" data.num_workers=8 method.nuq_fit.size="$size" \
   val.translate_size="$size" \
   train.steps="$steps" train.val_every=100 train.ckpt_every=100 train.image_every=500 train.amp=true \
-  train.device="$device" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -n 40 | tee "$out/fit.txt"
+  train.device="$device" 2>&1 | tr '\r' '\n' | grep -vE "(step/s|s/step)" | tail -n 40 | tee "$out/fit.txt"
 echo "fit exit ${PIPESTATUS[0]} (124 = stopped at FIT_SECONDS; the best checkpoint so far is scored)" | tee -a "$out/fit.txt"
 grep '"kind": "val"' "$run/metrics.jsonl" | tee "$out/val.jsonl"
 cp "$run/metrics.jsonl" "$out/metrics.jsonl"
 
 "${cli[@]}" evaluate --task yolov5n --data "${TASKBRIDGE_DATA:-../shared/data}/dawn_fog" \
   --subset recipes/splits/dawn_fog.json:test --grid 0 --translator "$run" \
-  --translate-size "$size" --quality --device "$device" --out "$out/test" 2>&1 | tr '\r' '\n' | grep -v "img/s\]$" \
+  --translate-size "$size" --quality --device "$device" --out "$out/test" 2>&1 | tr '\r' '\n' | grep -vE "(img/s|s/img)" \
   | tail -n 30 | tee "$out/test.txt"

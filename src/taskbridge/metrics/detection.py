@@ -162,8 +162,8 @@ def coco_backend() -> str | None:
     """The COCO evaluator torchmetrics can use here (an optional dependency), or None."""
     import importlib.util
 
-    for module, backend in (("pycocotools", "pycocotools"), ("faster_coco_eval", "faster_coco_eval")):
-        if importlib.util.find_spec(module) is not None:
+    for backend in ("pycocotools", "faster_coco_eval"):  # torchmetrics names each backend by its module
+        if importlib.util.find_spec(backend) is not None:
             return backend
     return None
 
