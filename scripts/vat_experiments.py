@@ -109,11 +109,34 @@ def run(cmd: list[str], log: Path) -> None:
         sys.exit(f"command failed ({proc.returncode}); see {log}")
 
 
-def evaluate(plan: dict, out: Path, data: str, split: str, extra: list[str], log: Path) -> dict:
-    """Score once; an earlier evaluation without the image-quality pass is redone with it."""
+def best_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best" / "meta.json"
+
+
+def finished(run_dir: Path) -> bool:
+    """True once the fit wrote its final checkpoint (a run still training already has a `best`)."""
+    pointer = run_dir / "checkpoints" / "LAST"
+    try:
+        meta = json.loads((pointer.parent / pointer.read_text().strip() / "meta.json").read_text())
+        return int(meta["step"]) >= int(meta["total_steps"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def stale(result: Path, run_dir: Path | None) -> bool:
+    """Missing, or older than the run's selected checkpoint (scored while the run was still training)."""
+    if not result.exists():
+        return True
+    ckpt = best_checkpoint(run_dir) if run_dir else None
+    return bool(ckpt and ckpt.is_file() and result.stat().st_mtime < ckpt.stat().st_mtime)
+
+
+def evaluate(plan: dict, out: Path, data: str, split: str, extra: list[str], log: Path,
+             run_dir: Path | None = None) -> dict:
+    """Score once; redone when it lacks the image-quality pass or predates `run_dir`'s best checkpoint."""
     args = [a.format(data=data, split=split) for a in plan["eval"]]
     done = out / "results.json"
-    if not done.is_file() or any("quality" not in r for r in json.loads(done.read_text())["runs"].values()):
+    if stale(done, run_dir) or any("quality" not in r for r in json.loads(done.read_text())["runs"].values()):
         run(["taskbridge", "evaluate", *args, *extra, "--quality", "--out", str(out)], log)
     return json.loads(done.read_text())["runs"]
 
@@ -153,7 +176,9 @@ def real_photo_niqe(plan: dict, data: str, root: Path, runs: list[Path], log: Pa
               plan["restorer"]: [niqe_of(restored, base / f"{plan['restorer']}_niqe.json", log)]}
     for run_dir in runs:
         out = run_dir / "real_photos"
-        if not out.is_dir():
+        if stale(out, run_dir) or stale(run_dir / "real_photos_niqe.json", run_dir):
+            shutil.rmtree(out, ignore_errors=True)
+            (run_dir / "real_photos_niqe.json").unlink(missing_ok=True)
             run(["taskbridge", "translate", "--ckpt", str(run_dir), "--in", str(photos), "--out", str(out),
                  "--size", spec["size"], "--device", "cpu"], log)
         recipe = run_dir.name.rpartition("-s")[0]
@@ -199,7 +224,7 @@ def main() -> None:
             split = str(out / "split_pools.json")
             split_for_baseline = split_for_baseline or split
             res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out),
-                                                                  *plan["translate"]], log)
+                                                                  *plan["translate"]], log, out)
             table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan))
             run_dirs.append(out)
     # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
@@ -210,9 +235,12 @@ def main() -> None:
             recipe, _, seed = run_dir.name.rpartition("-s")
             if not seed.isdigit() or (recipe, int(seed)) in fresh or not (run_dir / "checkpoints" / "best").is_dir():
                 continue
+            if not finished(run_dir):
+                print(f"skipped {run_dir}: still training, or stopped before its last step", flush=True)
+                continue
             split = str(run_dir / "split_pools.json")
             res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir),
-                                                                       *plan["translate"]], log)
+                                                                       *plan["translate"]], log, run_dir)
             split_for_baseline = split_for_baseline or split
             table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
             run_dirs.append(run_dir)

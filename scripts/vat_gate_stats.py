@@ -1,0 +1,93 @@
+"""How far a trained VaT translator moved from its start: gate and per-stage change on real images.
+
+VaT's output is T(I_F) with I_F = (1 - g) * restored + g * degraded (Eq. 5). At step 0 the gate is
+about 0.5 everywhere and T is the identity (global residual), so a translator that has learned little
+is "half the restorer". This prints, per checkpoint, the gate (weight of the degraded image: mean and
+10th-90th percentile) and mean absolute differences between the stages, at the working size the
+evaluations use. docs/results.md §3.1 and §3.3 quote it:
+
+    python scripts/vat_gate_stats.py --images ../shared/data/dawn_fog/images --subset recipes/splits/dawn_fog.json:test \\
+        --init-seeds 0,1,2 runs/tables/dehaze-det-vat-s0 runs/tables/dehaze-det-vat-s1 runs/tables/dehaze-det-vat-s2
+    python scripts/vat_gate_stats.py --images ../shared/data/lowlight_unlabeled_sci runs/tables/lowlight-det-vat-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from taskbridge.data.io import list_images, read_image
+from taskbridge.data.splits import load_split, split_paths
+from taskbridge.engine.checkpoint import build_method_from_config
+from taskbridge.evaluation.pipeline import load_translator_checkpoint
+
+
+def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
+    if subset:
+        file, _, name = subset.rpartition(":")
+        split = load_split(file)
+        if name not in split:
+            sys.exit(f"split '{name}' not in {file}; it has {', '.join(split)}")
+        paths = split_paths(split, folder)[name]
+    else:
+        paths = list_images(folder)
+    if not paths:
+        sys.exit(f"no images found in {folder}")
+    return torch.cat([F.interpolate(read_image(p)[None], size=(size, size), mode="bilinear", antialias=True,
+                                    align_corners=False) for p in paths]).clamp(0, 1)
+
+
+def untrained(checkpoint: str, seed: int) -> torch.nn.Module:
+    """The checkpoint's method as built at step 0 (fresh initialisation under `seed`)."""
+    root = Path(checkpoint)
+    meta = next((p for p in (root / "meta.json", root / "checkpoints" / "best" / "meta.json") if p.is_file()), None)
+    if meta is None:
+        sys.exit(f"{checkpoint}: no meta.json (give a checkpoint folder or a run folder with checkpoints/best)")
+    torch.manual_seed(seed)
+    return build_method_from_config(json.loads(meta.read_text())["config"])
+
+
+@torch.no_grad()
+def stats(method: torch.nn.Module, checkpoint: str, images: torch.Tensor) -> dict[str, float]:
+    method = method.eval()
+    if not all(hasattr(method, a) for a in ("restore", "fuse", "translate")):
+        sys.exit(f"{checkpoint}: not a VaT checkpoint (its method has no restore/fuse/translate)")
+    restored = method.restore(images).clamp(0, 1)
+    fused, gate = method.fuse(restored, images)
+    out = method.translate(images)
+    d = lambda a, b: float((a - b).abs().mean())  # noqa: E731
+    return {"gate": float(gate.mean()), "gate_p10": float(gate.quantile(0.1)), "gate_p90": float(gate.quantile(0.9)),
+            "out_fused": d(out, fused.clamp(0, 1)), "out_restored": d(out, restored),
+            "out_degraded": d(out, images), "restored_degraded": d(restored, images)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+", help="run folders or checkpoint folders (best is used for runs)")
+    ap.add_argument("--images", required=True, type=Path, help="image folder")
+    ap.add_argument("--subset", help="SPLIT_JSON:NAME to take only that split's files from --images")
+    ap.add_argument("--size", type=int, default=160, help="working size (the evaluations' translate size)")
+    ap.add_argument("--init-seeds", default="",
+                    help="comma-separated seeds: also show the first checkpoint's method freshly initialised (step 0)")
+    args = ap.parse_args()
+    images = load_images(args.images, args.subset, args.size)
+    print(f"{len(images)} images from {args.images}{' (' + args.subset + ')' if args.subset else ''} at {args.size} px; "
+          "gate = weight of the degraded image; 'a vs b' = mean absolute difference in [0, 1]\n")
+    print("| checkpoint | gate mean (p10–p90) | T vs I_F | T vs restored | T vs degraded | restored vs degraded |")
+    print("|---|---|---|---|---|---|")
+    rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed))
+            for seed in (int(v) for v in args.init_seeds.split(",") if v.strip())]
+    rows += [(ck, load_translator_checkpoint(ck).method) for ck in args.checkpoints]
+    for name, method in rows:
+        s = stats(method, name, images)
+        print(f"| {name} | {s['gate']:.3f} ({s['gate_p10']:.3f}–{s['gate_p90']:.3f}) | {s['out_fused']:.4f} | "
+              f"{s['out_restored']:.4f} | {s['out_degraded']:.4f} | {s['restored_degraded']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

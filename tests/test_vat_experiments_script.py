@@ -1,0 +1,59 @@
+"""scripts/vat_experiments.py bookkeeping: a run still training must not be scored, and a score taken
+from an earlier `best` must be redone (two invocations of the script can share one runs folder)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vat_experiments.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("vat_experiments", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_run(root: Path, step: int, total: int) -> Path:
+    ck = root / "checkpoints"
+    for name, s in (("best", min(step, 100)), (f"step_{step:07d}", step)):
+        (ck / name).mkdir(parents=True)
+        (ck / name / "meta.json").write_text(json.dumps({"step": s, "total_steps": total}))
+    (ck / "LAST").write_text(f"step_{step:07d}\n")
+    return root
+
+
+def test_finished_only_at_the_last_step(script, tmp_path: Path) -> None:
+    assert script.finished(make_run(tmp_path / "done", 300, 300))
+    assert not script.finished(make_run(tmp_path / "training", 200, 300))
+    assert not script.finished(tmp_path / "missing")
+    broken = make_run(tmp_path / "broken", 300, 300)
+    (broken / "checkpoints" / "LAST").write_text("step_9999999\n")
+    assert not script.finished(broken)
+
+
+def test_stale_when_missing_or_older_than_best(script, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", 300, 300)
+    result = tmp_path / "run" / "test" / "results.json"
+    assert script.stale(result, run)
+    result.parent.mkdir()
+    result.write_text("{}")
+    best = script.best_checkpoint(run)
+    os.utime(best, (1_000, 1_000))
+    os.utime(result, (2_000, 2_000))
+    assert not script.stale(result, run)
+    os.utime(best, (3_000, 3_000))  # a better checkpoint was selected after the score was taken
+    assert script.stale(result, run)
+    assert not script.stale(result, None)  # baselines have no checkpoint
+
+
+@pytest.mark.parametrize("arg", ["dehaze-det-vat", "recipes/dehaze-det-vat.yaml", "dehaze-det-vat.yaml"])
+def test_recipe_name_accepts_paths(script, arg: str) -> None:
+    assert script.recipe_name(arg) == "dehaze-det-vat"
