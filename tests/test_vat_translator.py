@@ -69,6 +69,26 @@ def test_cycle_loss_zero_for_identity_translators() -> None:
     assert b.item() == pytest.approx((0.5 * clean).abs().mean().item())
 
 
+def test_identity_start_is_a_fixed_point_of_the_cycle_loss() -> None:
+    """With global_residual both translators start as the identity, where L_cyc is zero with zero gradient
+    for every parameter (gate included): cycle-only training never leaves the start (docs/results §3.1)."""
+    torch.manual_seed(0)
+    f_a, f_b = VaTTranslator(6, width=4, global_residual=True), VaTTranslator(3, width=4, global_residual=True)
+    r, d, clean = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    fused, _ = f_a.fuse(r, d)
+    cyc_f, cyc_b = cycle_loss(fused, f_a.transform(fused), clean, f_a.transform, f_b)
+    (cyc_f + cyc_b).backward()
+    assert cyc_f.item() == 0.0 and cyc_b.item() == 0.0
+    grads = [p.grad for p in [*f_a.parameters(), *f_b.parameters()] if p.grad is not None]
+    assert grads and all(g.abs().max().item() == 0.0 for g in grads)
+    with torch.no_grad():  # one step away from the identity and the cycle loss trains again
+        f_b.transform.out.weight.add_(0.01)
+    f_a.zero_grad(), f_b.zero_grad()
+    fused, _ = f_a.fuse(r, d)
+    sum(cycle_loss(fused, f_a.transform(fused), clean, f_a.transform, f_b)).backward()
+    assert f_a.fusion.conv_out.weight.grad.abs().max().item() > 0
+
+
 def test_registry_and_bad_options() -> None:
     m = TRANSLATORS.create("vat", in_channels=6, width=4)
     assert isinstance(m, VaTTranslator) and m.gated
