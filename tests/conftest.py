@@ -29,3 +29,13 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_cfg() -> dict:
+    """An open_clip model config small enough for CPU tests (random weights: no CLIP weights offline)."""
+    return {
+        "embed_dim": 16,
+        "vision_cfg": {"layers": 1, "width": 32, "patch_size": 8, "image_size": 32, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }

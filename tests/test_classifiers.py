@@ -64,16 +64,9 @@ def test_timm_classifier_adapter() -> None:
     assert task.source == "timm" and task.raw(torch.rand(2, 3, 32, 32)).shape == (2, 5)
 
 
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"layers": 1, "width": 32, "patch_size": 8, "image_size": 32, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-def test_clip_zero_shot_tiny_random() -> None:
+def test_clip_zero_shot_tiny_random(tiny_clip_cfg: dict) -> None:
     pytest.importorskip("open_clip", reason="open_clip not installed (optional extra 'clip')")
-    task = TASKS.create("clip-zero-shot", class_names=["cat", "dog", "car"], model_cfg=TINY_CLIP)
+    task = TASKS.create("clip-zero-shot", class_names=["cat", "dog", "car"], model_cfg=tiny_clip_cfg)
     p = task.predict(torch.rand(2, 3, 48, 40))
     assert p.shape == (2, 3) and torch.allclose(p.sum(1), torch.ones(2))
     assert task.text_embeddings.shape == (3, 16)

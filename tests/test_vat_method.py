@@ -217,6 +217,25 @@ def test_classification_smoke_cifar_resnet(shared_data: Path) -> None:
     torch.testing.assert_close(out["loss/translator"].detach(), out["cyc/total"])
 
 
+def test_classification_smoke_clip_zero_shot(shared_data: Path, tiny_clip_cfg: dict) -> None:
+    """The CLIP setting of the paper, on a tiny random CLIP (no weights offline): the same objective runs,
+    pseudo-labels pass the filter once the thresholds admit near-uniform scores, and T_A gets gradients."""
+    pytest.importorskip("open_clip", reason="open_clip not installed (optional extra 'clip')")
+    from taskbridge.uncertainty.nuq import fit_nuq_from_classifier
+
+    torch.manual_seed(0)
+    data = np.load(shared_data / "cifar10_test_subset" / "cifar10_test_first1017.npz")
+    imgs = torch.from_numpy(data["images"][:24]).permute(0, 3, 1, 2).float() / 255
+    task = TASKS.create("clip-zero-shot", class_names=["airplane", "automobile", "bird"], model_cfg=tiny_clip_cfg)
+    nuq = fit_nuq_from_classifier(task, imgs[8:24], split="cifar10_test_subset[8:24]", k=3)
+    method = VaT(task=task, restorer=Darken(), width=4, nuq=nuq, conf_hi=0.0, conf_lo=0.0)
+    dark = 0.5 * imgs[:8] ** 2.2
+    logs = run_steps(method, [{"A": dark[:4], "B": imgs[4:8]}])
+    assert logs[0]["labels/hq_certain"] > 0
+    assert any(k.startswith("mle/") and k != "mle/total" for k in logs[0])
+    assert method.translate(dark[:2]).shape == (2, 3, 32, 32)
+
+
 def test_detection_smoke_real_yolov5n(shared_data: Path) -> None:
     if "yolov5n" not in TASKS:
         pytest.skip("yolov5n task not available")
