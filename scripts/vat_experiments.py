@@ -115,11 +115,12 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def finished(run_dir: Path) -> bool:
     """True once the fit wrote its final checkpoint (a run still training already has a `best`)."""
-    pointer = run_dir / "checkpoints" / "LAST"
+    from taskbridge.engine.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+
     try:
-        meta = json.loads((pointer.parent / pointer.read_text().strip() / "meta.json").read_text())
+        meta = read_meta(resolve_checkpoint(run_dir, prefer="last"))
         return int(meta["step"]) >= int(meta["total_steps"])
-    except (OSError, ValueError, KeyError):
+    except (CheckpointError, OSError, ValueError, KeyError):
         return False
 
 

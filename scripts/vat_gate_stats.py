@@ -14,7 +14,6 @@ evaluations use. docs/results.md §3.1 and §3.3 quote it:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
-from taskbridge.engine.checkpoint import build_method_from_config
+from taskbridge.engine.checkpoint import build_method_from_config, read_meta, resolve_checkpoint
 from taskbridge.evaluation.pipeline import load_translator_checkpoint
 
 
@@ -44,22 +43,19 @@ def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
 
 def untrained(checkpoint: str, seed: int) -> torch.nn.Module:
     """The checkpoint's method as built at step 0 (fresh initialisation under `seed`)."""
-    root = Path(checkpoint)
-    meta = next((p for p in (root / "meta.json", root / "checkpoints" / "best" / "meta.json") if p.is_file()), None)
-    if meta is None:
-        sys.exit(f"{checkpoint}: no meta.json (give a checkpoint folder or a run folder with checkpoints/best)")
+    config = read_meta(resolve_checkpoint(checkpoint, prefer="best"))["config"]
     torch.manual_seed(seed)
-    return build_method_from_config(json.loads(meta.read_text())["config"])
+    return build_method_from_config(config)
 
 
 @torch.no_grad()
 def stats(method: torch.nn.Module, checkpoint: str, images: torch.Tensor) -> dict[str, float]:
     method = method.eval()
-    if not all(hasattr(method, a) for a in ("restore", "fuse", "translate")):
-        sys.exit(f"{checkpoint}: not a VaT checkpoint (its method has no restore/fuse/translate)")
+    if not all(hasattr(method, a) for a in ("restore", "fuse", "T_A")):
+        sys.exit(f"{checkpoint}: not a VaT checkpoint (its method has no restore/fuse/T_A)")
     restored = method.restore(images).clamp(0, 1)
     fused, gate = method.fuse(restored, images)
-    out = method.translate(images)
+    out = method.T_A.transform(fused).clamp(0, 1)  # = method.translate(images), without restoring again
     d = lambda a, b: float((a - b).abs().mean())  # noqa: E731
     return {"gate": float(gate.mean()), "gate_p10": float(gate.quantile(0.1)), "gate_p90": float(gate.quantile(0.9)),
             "out_fused": d(out, fused.clamp(0, 1)), "out_restored": d(out, restored),

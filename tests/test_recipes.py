@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 SETTING = RECIPES / "compare" / "dehaze-det-160.yaml"
 CLS_SETTING = RECIPES / "compare" / "lowlight-cls-32.yaml"
+UNTRAINED = RECIPES / "controls" / "untrained.yaml"
 
 
 def test_base_list_merges_in_order(tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ def test_main_vat_recipes_fit_five_steps(recipe: str, shared_data: Path, tmp_pat
     assert (tmp_path / "checkpoints" / "best").is_dir()
 
 
-FRAGMENTS = {SETTING, CLS_SETTING}
+FRAGMENTS = {SETTING, CLS_SETTING, UNTRAINED}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml") if p not in FRAGMENTS),
