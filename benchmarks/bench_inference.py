@@ -140,18 +140,18 @@ def measure(method: nn.Module, name: str, size: int, iters: int, warmup: int, so
 
 def method_from_recipe(path: str, overrides: list[str]) -> tuple[nn.Module, str]:
     from taskbridge.config import load_recipe
-    from taskbridge.engine.checkpoint import build_method_from_config
+    from taskbridge.inference.load import build_method
 
     cfg = load_recipe(path, overrides)
     torch.manual_seed(0)
-    return build_method_from_config(cfg), str(cfg.get("name") or Path(path).stem)
+    return build_method(cfg), str(cfg.get("name") or Path(path).stem)
 
 
 def method_from_run(path: str) -> tuple[nn.Module, str, str]:
-    from taskbridge.engine.checkpoint import load_translator
+    from taskbridge.inference import load_inference_model
 
-    tr = load_translator(path)
-    return tr.method, Path(path).name, f"{tr.meta.get('path')} (step {tr.meta.get('step')})"
+    model = load_inference_model(path)
+    return model.method, Path(path).name, f"{model.meta.get('path')} (step {model.meta.get('step')})"
 
 
 def cpu_model() -> str:
@@ -203,9 +203,9 @@ def run(recipes: list[str], runs: list[str], sizes: list[int], iters: int, warmu
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="*", default=[], help="method recipes (YAML, `base:` lists allowed)")
-    ap.add_argument("--runs", nargs="*", default=[], help="trained run folders / checkpoints (load_translator)")
+    ap.add_argument("--runs", nargs="*", default=[], help="trained run folders / checkpoints (load_inference_model)")
     ap.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE",
-                    help="recipe overrides applied to every --recipes entry, e.g. method.ngf=8")
+                    help="recipe overrides applied to every --recipes entry, e.g. method.generator.ngf=8")
     ap.add_argument("--sizes", "--size", type=int, nargs="+", default=[160], help="square working sizes")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)

@@ -41,7 +41,6 @@ PLANS = {
         "metric": "map50",
         "classes": RTTS5,
         "eval": DAWN_TEST,
-        "translate": ["--translate-size", "160"],
     },
     "lowlight-det": {
         "recipes": ["lowlight-det-vat"],
@@ -50,7 +49,6 @@ PLANS = {
         "classes": RTTS5,
         "eval": ["--task", "yolov5n", "--data", "{data}/coco256_street", "--split", "val2017", "--subset",
                  "recipes/splits/coco256_val2017.json:test", "--degrade", "lowlight", "--seed", "0", "--grid", "0"],
-        "translate": ["--translate-size", "160"],
         # real dark photos without labels: NIQE of input, restorer and each run's translation
         "real_photos": {"folder": "lowlight_unlabeled_sci", "size": "160"},
     },
@@ -60,7 +58,6 @@ PLANS = {
         "metric": "top1",
         "classes": [],
         "eval": CIFAR_DARK_TEST,
-        "translate": [],
     },
     # the unpaired translators on the VaT dehazing setting (recipes/compare/), next to the VaT runs
     "dehaze-compare": {
@@ -71,7 +68,6 @@ PLANS = {
         "metric": "map50",
         "classes": RTTS5,
         "eval": DAWN_TEST,
-        "translate": ["--translate-size", "160"],
     },
     # the same on dark CIFAR-10 (recipes/compare/*-lowlight-cls.yaml), next to the VaT runs
     "lowlight-cls-compare": {
@@ -83,7 +79,6 @@ PLANS = {
         "metric": "top1",
         "classes": [],
         "eval": CIFAR_DARK_TEST,
-        "translate": [],
     },
 }
 QUALITY = ("psnr", "ssim", "niqe")
@@ -115,7 +110,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def finished(run_dir: Path) -> bool:
     """True once the fit wrote its final checkpoint (a run still training already has a `best`)."""
-    from taskbridge.engine.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+    from taskbridge.checkpoint import CheckpointError, read_meta, resolve_checkpoint
 
     try:
         meta = read_meta(resolve_checkpoint(run_dir, prefer="last"))
@@ -224,8 +219,7 @@ def main() -> None:
                      *args.overrides], log)
             split = str(out / "split_pools.json")
             split_for_baseline = split_for_baseline or split
-            res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out),
-                                                                  *plan["translate"]], log, out)
+            res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)
             table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan))
             run_dirs.append(out)
     # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
@@ -240,8 +234,8 @@ def main() -> None:
                 print(f"skipped {run_dir}: still training, or stopped before its last step", flush=True)
                 continue
             split = str(run_dir / "split_pools.json")
-            res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir),
-                                                                       *plan["translate"]], log, run_dir)
+            res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir)],
+                           log, run_dir)
             split_for_baseline = split_for_baseline or split
             table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
             run_dirs.append(run_dir)

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
-from taskbridge.engine.checkpoint import build_method_from_config, read_meta, resolve_checkpoint
-from taskbridge.evaluation.pipeline import load_translator_checkpoint
+from taskbridge.checkpoint import read_meta, resolve_checkpoint
+from taskbridge.inference.load import build_method
+from taskbridge.inference import load_inference_model
 
 
 def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
@@ -45,7 +46,7 @@ def untrained(checkpoint: str, seed: int) -> torch.nn.Module:
     """The checkpoint's method as built at step 0 (fresh initialisation under `seed`)."""
     config = read_meta(resolve_checkpoint(checkpoint, prefer="best"))["config"]
     torch.manual_seed(seed)
-    return build_method_from_config(config)
+    return build_method(config)
 
 
 @torch.no_grad()
@@ -78,7 +79,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed))
             for seed in (int(v) for v in args.init_seeds.split(",") if v.strip())]
-    rows += [(ck, load_translator_checkpoint(ck).method) for ck in args.checkpoints]
+    rows += [(ck, load_inference_model(ck).method) for ck in args.checkpoints]
     for name, method in rows:
         s = stats(method, name, images)
         print(f"| {name} | {s['gate']:.3f} ({s['gate_p10']:.3f}–{s['gate_p90']:.3f}) | {s['out_fused']:.4f} | "

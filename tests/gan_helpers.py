@@ -12,10 +12,13 @@ from taskbridge.data.io import list_images, read_image
 
 TAPS = ("pad_in", "down1_conv", "down2_conv", "block1", "block2")
 TINY: dict[str, dict[str, Any]] = {
-    "cyclegan": {"ngf": 8, "ndf": 8, "n_blocks": 2, "pool_size": 3},
-    "cut": {"ngf": 8, "ndf": 8, "n_blocks": 2, "nce_layers": TAPS, "num_patches": 16, "netF_nc": 16},
-    "fastcut": {"ngf": 8, "ndf": 8, "n_blocks": 2, "nce_layers": TAPS, "num_patches": 16, "netF_nc": 16},
-    "odcr": {"ngf": 8, "ndf": 8, "n_blocks": 2, "nce_layers": TAPS, "num_patches": 16, "netF_nc": 16},
+    "cyclegan": {"generator": {"ngf": 8, "n_blocks": 2}, "discriminator": {"ndf": 8}, "pool_size": 3},
+    "cut": {"generator": {"ngf": 8, "n_blocks": 2}, "discriminator": {"ndf": 8}, "nce_layers": TAPS, "num_patches": 16,
+            "netF_nc": 16},
+    "fastcut": {"generator": {"ngf": 8, "n_blocks": 2}, "discriminator": {"ndf": 8}, "nce_layers": TAPS,
+                "num_patches": 16, "netF_nc": 16},
+    "odcr": {"generator": {"ngf": 8, "n_blocks": 2}, "discriminator": {"ndf": 8}, "nce_layers": TAPS,
+             "num_patches": 16, "netF_nc": 16},
 }
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 bench = importlib.import_module("bench_inference")
 
-SMALL_CUT = ["method.ngf=8", "method.n_blocks=2", "method.nce_layers=[pad_in,block1]"]
+SMALL_CUT = ["method.generator.ngf=8", "method.generator.n_blocks=2", "method.nce_layers=[pad_in,block1]"]
 
 
 def direct_flops(module: torch.nn.Module, *args: torch.Tensor) -> int:
@@ -43,7 +43,7 @@ def test_cut_recipe_counts_generator_only(tmp_path: Path) -> None:
 
 def test_cyclegan_counts_forward_generator_not_both() -> None:
     method, _ = bench.method_from_recipe(str(ROOT / "recipes/compare/cyclegan-dehaze-det.yaml"),
-                                         ["method.ngf=8", "method.n_blocks=2"])
+                                         ["method.generator.ngf=8", "method.generator.n_blocks=2"])
     row = bench.measure(method, "cyclegan", 32, iters=1, warmup=0)
     assert row["translator_modules"] == ["G_A"]  # G_B is in inference_modules but translate never calls it
     assert row["translator_params"] == sum(p.numel() for p in method.G_A.parameters())
@@ -52,7 +52,7 @@ def test_cyclegan_counts_forward_generator_not_both() -> None:
 
 @pytest.mark.usefixtures("shared_data")
 def test_vat_splits_restorer_and_translator() -> None:
-    method, _ = bench.method_from_recipe(str(ROOT / "recipes/dehaze-det-vat.yaml"), ["method.width=4"])
+    method, _ = bench.method_from_recipe(str(ROOT / "recipes/dehaze-det-vat.yaml"), ["method.translator.width=4"])
     row = bench.measure(method, "vat", 32, iters=1, warmup=0)
     assert row["translator_modules"] == ["T_A"] and row["frozen_modules"] == ["restorer"]
     assert row["translator_params"] == sum(p.numel() for p in method.T_A.parameters())  # T_B left out

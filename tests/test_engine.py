@@ -10,11 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from taskbridge import checkpoint as ckpt
 from taskbridge.config import ConfigError
-from taskbridge.engine import checkpoint as ckpt
 from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec
 from taskbridge.engine.sampler import EpochBatchSampler
 from taskbridge.engine.trainer import NonFiniteLossError, Trainer
+from taskbridge.inference import load_inference_model
 from test_engine_support import TINY, TinyMethod, tiny_config, tiny_pairs, tiny_registered
 
 
@@ -77,13 +78,13 @@ def test_checkpoint_layout_and_translator(shared_data: Path, tmp_path: Path) -> 
     assert meta["data"]["steps_per_epoch"] == 2
     assert not list((tmp_path / "checkpoints").glob(".*")), "temporary directory left behind"
 
-    translator = ckpt.load_translator(tmp_path)  # run dir: best if any, else last
+    translator = load_inference_model(tmp_path)  # run dir: best if any, else last
     x = tiny_pairs(shared_data).a[:2]
     t.method.eval()
     translator.method.pre.load_state_dict(t.method.pre.state_dict())  # frozen part comes from its builder
     with torch.no_grad():
-        assert torch.equal(translator(x), t.method.translate(x))
-    assert translator.meta["step"] == 2
+        assert torch.equal(translator(x), t.method.translate(x).clamp(0, 1))
+    assert translator.meta["step"] == 2 and translator.owns()["working_size"] == "native resolution"
 
 
 def test_split_join_roundtrip_and_atomic_replace(tmp_path: Path) -> None:
@@ -219,7 +220,8 @@ def test_cyclegan_resume_is_exact_with_its_image_pools(shared_data: Path, tmp_pa
 
     def cyclegan(out: Path) -> Trainer:
         cfg = tiny_config(out)
-        cfg["method"] = {"type": "cyclegan", "ngf": 4, "ndf": 4, "n_blocks": 1, "n_layers_D": 1, "pool_size": 3}
+        cfg["method"] = {"type": "cyclegan", "generator": {"ngf": 4, "n_blocks": 1},
+                         "discriminator": {"ndf": 4, "n_layers": 1}, "pool_size": 3}
         cfg["optim"] = {}
         cfg["train"]["steps"] = 5
         return Trainer(cfg, train_data=tiny_pairs(shared_data, size=16))

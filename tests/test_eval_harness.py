@@ -12,13 +12,12 @@ from taskbridge.evaluation import (
     ClassMap,
     DetectionFolder,
     DetectionSample,
-    ImagePipeline,
     evaluate_classification,
     evaluate_detection,
-    letterbox,
     load_cifar_npz,
 )
 from taskbridge.evaluation.report import detection_grid, detection_table
+from taskbridge.inference import InferenceModel, Pipeline, RestorerStage
 from taskbridge.tasks.base import Detections, DetectionTask
 
 
@@ -73,14 +72,23 @@ def test_evaluate_detection_without_coco_backend_keeps_voc(monkeypatch: pytest.M
     assert res["map50"] == pytest.approx(1.0) and res["coco"] is None
 
 
-def test_letterbox_round_trip() -> None:
-    img = torch.rand(3, 90, 160)
-    for mode, shape in (("min", (96, 160)), ("square", (160, 160)), ("rect", (128, 192))):
-        out, info = letterbox(img, 160, 32, mode)
-        assert tuple(out.shape[-2:]) == shape
-        boxes = torch.tensor([[10.0, 5, 50, 80]])
-        assert torch.allclose(info.boxes_to_original(info.boxes_to_letterbox(boxes)), boxes, atol=1e-4)
-        assert out[:, 0, 0].allclose(torch.full((3,), 114 / 255)) or mode == "min"
+class Brighten(torch.nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return (x * 2).clamp(0, 1)
+
+
+class FakeMethod(torch.nn.Module):
+    """A method as an inference model sees it: translate() and owned_restorer()."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def translate(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def owned_restorer(self) -> None:
+        return None
 
 
 def test_evaluate_detection_perfect_then_degraded_then_restored() -> None:
@@ -98,7 +106,7 @@ def test_evaluate_detection_perfect_then_degraded_then_restored() -> None:
 
     dark = evaluate_detection(task, samples, None, img_size=160, class_map=cmap, progress=False, degrade=darken)
     assert dark["map50"] == 0.0
-    brighten = ImagePipeline(restorer=torch.nn.Identity(), translator=lambda x: (x * 2).clamp(0, 1))
+    brighten = Pipeline([RestorerStage(torch.nn.Identity()), RestorerStage(Brighten())])
     fixed = evaluate_detection(task, samples, brighten, img_size=160, class_map=cmap, progress=False, degrade=darken)
     assert fixed["map50"] == pytest.approx(1.0)
     table = detection_table({"dark": dark, "fixed": fixed})
@@ -115,17 +123,19 @@ def test_class_map_rejects_unmapped_model_class() -> None:
 
 def test_residual_pipeline_keeps_full_resolution_detail() -> None:
     x = 0.2 + 0.5 * torch.rand(1, 3, 64, 64)  # no clamping anywhere
-    pipe = ImagePipeline(translator=lambda t: t + 0.1, translate_size=32, residual=True)
+    pipe = InferenceModel(FakeMethod(lambda t: t + 0.1), working_size=32, residual=True)
     # a constant change survives down/up-sampling exactly and every full-resolution detail of x is kept
     assert torch.allclose(pipe(x), x + 0.1, atol=1e-5)
-    plain = ImagePipeline(translator=lambda t: t, translate_size=32, residual=False)(x)
+    plain = InferenceModel(FakeMethod(lambda t: t), working_size=32, residual=False)(x)
     assert not torch.allclose(plain, x, atol=1e-3)  # non-residual loses detail by down/up-sampling
 
 
 def test_detection_grid_picture() -> None:
     task, samples = ColourBoxDetector(), make_samples()
-    pic = detection_grid(task, samples, ImagePipeline(translator=lambda x: x), ClassMap(["person", "car"]), [0, 1],
-                         img_size=160, tile=96)
+    from taskbridge.evaluation import DetectionProtocol
+
+    pic = detection_grid(task, samples, Pipeline([RestorerStage(torch.nn.Identity())]), ClassMap(["person", "car"]),
+                         [0, 1], DetectionProtocol(img_size=160), tile=96)
     assert pic.dtype == torch.uint8 and pic.shape[0] == 3 and pic.shape[1] > 2 * 96 and pic.shape[2] > 2 * 96
 
 

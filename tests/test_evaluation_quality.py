@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from taskbridge.data.io import read_image
+from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation import ClassificationArrays, DetectionFolder, evaluate_quality, load_cifar_npz
-from taskbridge.evaluation.detection import apply_degradation
-from taskbridge.evaluation.pipeline import run_degradation
+from taskbridge.evaluation.detection import degrade_photo
 from taskbridge.evaluation.report import quality_table
 from taskbridge.metrics.quality import NIQE, PSNR, SSIM
 from taskbridge.registry import DEGRADATIONS
@@ -29,7 +29,7 @@ def _direct(folder: DetectionFolder, degrade, seed: int, n: int = N_DET) -> dict
     psnr, ssim, niqe = [], [], []
     for i in range(n):
         clean = read_image(folder.items[i][0])[None]
-        deg = apply_degradation(degrade, clean[0], seed + i)[None]
+        deg = degrade_photo(degrade, clean[0], seed + i)[None]  # 8-bit, as a saved degraded photo
         psnr.append(float(PSNR()(deg, clean)))
         ssim.append(float(SSIM()(deg, clean)))
         niqe.append(float(NIQE()(deg)))

@@ -89,7 +89,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 def test_recipes_build_their_method(recipe: str, kind: str, shared_data: Path) -> None:
     from taskbridge.config import build, load_recipe, to_dict
 
-    small = ["method.ngf=8", "method.ndf=8"]
+    small = ["method.generator.ngf=8", "method.discriminator.ndf=8"]
     cfg = to_dict(load_recipe(RECIPES / recipe, small))
     assert cfg["method"]["type"] == kind
     assert set(cfg) <= {"name", "seed", "output_dir", "data", "method", "optim", "schedule", "train", "val", "notes"}

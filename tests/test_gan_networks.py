@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taskbridge.methods.gan_losses import discriminator_gan_loss, gan_loss, generator_gan_loss
-from taskbridge.methods.image_pool import ImagePool
+from taskbridge.discriminators.image_pool import ImagePool
+from taskbridge.discriminators.patchgan import PatchGAN
+from taskbridge.losses.gan import discriminator_gan_loss, gan_loss, generator_gan_loss
+from taskbridge.modules.layers import BlurPool2d, BlurUpsample2d
 from taskbridge.registry import TRANSLATORS
-from taskbridge.translators.layers import BlurPool2d, BlurUpsample2d
-from taskbridge.translators.patchgan import PatchGAN
 from taskbridge.translators.resnet_generator import CUT_TAPS, ResnetGenerator
 
 

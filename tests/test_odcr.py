@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from gan_helpers import TINY, build_optimizers, load_batch
+from taskbridge.losses.patchnce import l2_normalize
 from taskbridge.methods.odcr import DWFC, ODCR, wpnce_loss
-from taskbridge.methods.patchnce import l2_normalize
-from taskbridge.methods.stiefel import (
+from taskbridge.modules.stiefel import (
     StiefelConstraint,
     polar_retract,
     retract,

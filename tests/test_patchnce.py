@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from taskbridge.methods.patchnce import PatchNCE, gather_patches, l2_normalize, patch_nce_loss
+from taskbridge.losses.patchnce import PatchNCE, gather_patches, l2_normalize, patch_nce_loss
 
 
 def direct_eq3(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:

@@ -134,7 +134,7 @@ def test_detection_smoke_fake_detector(street: Tensor) -> None:
     clean = street[:4]
     nuq = fit_nuq_from_detector(task, street[4:], split="coco256_street/val2017[4:8]", batch_size=2)
     assert nuq.config.split.startswith("coco256") and nuq.feature_dim == 5 + NC
-    method = VaT(task=task, restorer=Darken(), width=4, nuq=nuq)
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq)
     trainable = {n for n, p in method.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("T_A.", "T_B.")) for n in trainable)
     batches = [{"A": 0.3 * clean[:2], "B": clean[2:4]}, {"A": 0.3 * clean[2:4], "B": clean[:2]}]
@@ -159,7 +159,7 @@ def test_detection_smoke_fake_detector(street: Tensor) -> None:
 def test_empty_pseudo_labels_keep_cycle_loss(street: Tensor) -> None:
     task = FakeDetector(obj_bias=-30.0)  # never detects anything
     nuq = NUQ(bandwidth=1.0).fit(torch.randn(50, 5 + NC), torch.rand(50))
-    method = VaT(task=task, restorer=Darken(), width=4, nuq=nuq, augment=True)
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, augment=True)
     logs = run_steps(method, [{"A": 0.3 * street[:2], "B": street[2:4]}], steps=2)
     first = logs[0]
     assert not task.calls  # no detection term ran
@@ -171,12 +171,12 @@ def test_build_by_name_and_ablation_switches(street: Tensor) -> None:
     batch = {"A": 0.3 * street[:2], "B": street[2:4]}
     with pytest.warns(UserWarning, match="no NUQ"):
         m = METHODS.create("vat", task={"type": "test-vat-fake-detector"}, restorer={"type": "identity"},
-                           width=4, use_gfm=False, use_cycle=False, mixup="none", weighting="inverse", nuq=None)
+                           translator={"width": 4}, use_gfm=False, use_cycle=False, mixup="none", weighting="inverse", nuq=None)
     assert m.T_A.fusion is None and not m.flows["fusion"]
     out = m.training_step(batch, 0)
     assert "cyc/total" not in out and "mle/fusion" not in out and "mle/translation" in out
     assert out["mix/clean_share"] == 0
-    m2 = build(METHODS, {"type": "vat", "task": {"type": "test-vat-fake-detector"}, "width": 4,
+    m2 = build(METHODS, {"type": "vat", "task": {"type": "test-vat-fake-detector"}, "translator": {"width": 4},
                          "use_mle": False, "mixup": "plain", "mixup_sampler": "paper"}, "method")
     out2 = m2.training_step(batch, 0)
     assert set(k for k in out2 if k.startswith("mle/")) == set()
@@ -190,7 +190,7 @@ def test_build_by_name_and_ablation_switches(street: Tensor) -> None:
 
 def test_nuq_fit_on_the_fly_from_folder(shared_data: Path, tmp_path: Path) -> None:
     folder = shared_data / "coco256_street" / "images" / "train2017"
-    m = VaT(task=FakeDetector(), width=4, nuq_fit={"folder": str(folder), "split": "coco256_street/train2017",
+    m = VaT(task=FakeDetector(), translator={"width": 4}, nuq_fit={"folder": str(folder), "split": "coco256_street/train2017",
                                                     "max_images": 6, "size": 32, "save": str(tmp_path / "n.st")})
     assert m.nuq is None  # lazy: building for evaluation does not fit
     m.training_step({"A": torch.rand(1, 3, 32, 32), "B": torch.rand(1, 3, 32, 32)}, 0)
@@ -205,7 +205,7 @@ def test_classification_smoke_cifar_resnet(shared_data: Path) -> None:
     from taskbridge.uncertainty.nuq import fit_nuq_from_classifier
 
     nuq = fit_nuq_from_classifier(task, imgs[8:40], split="cifar10_test_subset[8:40]", k=5)
-    method = VaT(task=task, restorer=Darken(), width=4, nuq=nuq, mixup="umix", umix_c=1.0, umix_eta=100.0)
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, mixup="umix", umix_c=1.0, umix_eta=100.0)
     dark = 0.5 * imgs[:8] ** 2.2  # the project's darkening (REFERENCE §6)
     batches = [{"A": dark[:4], "B": imgs[4:8]}, {"A": dark[4:8], "B": imgs[:4]}]
     logs = run_steps(method, batches)
@@ -228,7 +228,7 @@ def test_classification_smoke_clip_zero_shot(shared_data: Path, tiny_clip_cfg: d
     imgs = torch.from_numpy(data["images"][:24]).permute(0, 3, 1, 2).float() / 255
     task = TASKS.create("clip-zero-shot", class_names=["airplane", "automobile", "bird"], model_cfg=tiny_clip_cfg)
     nuq = fit_nuq_from_classifier(task, imgs[8:24], split="cifar10_test_subset[8:24]", k=3)
-    method = VaT(task=task, restorer=Darken(), width=4, nuq=nuq, conf_hi=0.0, conf_lo=0.0)
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, conf_hi=0.0, conf_lo=0.0)
     dark = 0.5 * imgs[:8] ** 2.2
     logs = run_steps(method, [{"A": dark[:4], "B": imgs[4:8]}])
     assert logs[0]["labels/hq_certain"] > 0
@@ -243,6 +243,6 @@ def test_detection_smoke_real_yolov5n(shared_data: Path) -> None:
     imgs = street_batch(shared_data, 6, 128)
     nuq = fit_nuq_from_detector(task, imgs[2:], split="coco256_street/val2017[2:6]", batch_size=4)
     assert nuq.feature_dim == 85
-    method = VaT(task=task, restorer=Darken(), width=4, nuq=nuq, pseudo_views="paper")
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, pseudo_views="paper")
     logs = run_steps(method, [{"A": 0.3 * imgs[:2], "B": imgs[2:4]}], steps=2)
     assert math.isfinite(logs[-1]["loss/translator"].item()) and "mle/hq" in logs[0]

@@ -11,6 +11,7 @@ against the dataclass schema given to `load_recipe`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,10 @@ def build(registry: Any, section: Any, where: str) -> Any:
         raise ConfigError(f"{where}: missing 'type' (one of {', '.join(registry.names())})")
     name = opts.pop("type")
     try:
-        return registry.create(name, **opts)
+        obj = registry.create(name, **opts)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
+    if getattr(obj, "name", None) is None:  # result files and messages name it as the recipe did
+        with contextlib.suppress(AttributeError):
+            obj.name = name
+    return obj

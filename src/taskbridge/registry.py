@@ -108,9 +108,11 @@ DEGRADATIONS = Registry("degradation", "taskbridge.degrade")
 RESTORERS = Registry("restorer", "taskbridge.restorers")
 TASKS = Registry("task", "taskbridge.tasks")
 TRANSLATORS = Registry("translator", "taskbridge.translators")
+DISCRIMINATORS = Registry("discriminator", "taskbridge.discriminators")
+LOSSES = Registry("loss", "taskbridge.losses")
 METHODS = Registry("method", "taskbridge.methods")
 METRICS = Registry("metric", "taskbridge.metrics")
 
 FAMILIES: dict[str, Registry] = {
-    r.family: r for r in (DEGRADATIONS, RESTORERS, TASKS, TRANSLATORS, METHODS, METRICS)
+    r.family: r for r in (DEGRADATIONS, RESTORERS, TASKS, TRANSLATORS, DISCRIMINATORS, LOSSES, METHODS, METRICS)
 }

@@ -39,13 +39,17 @@ for _name in COMMANDS:
 def main() -> None:
     """Entry point: user errors (missing weights or files, bad recipes, unreadable images) print one
     clear line and exit 2 instead of a traceback."""
+    from taskbridge.checkpoint import CheckpointError
     from taskbridge.config import ConfigError
     from taskbridge.data.io import ImageReadError
     from taskbridge.hub import ChecksumError, WeightsNotFoundError
+    from taskbridge.inference import PipelineError
     from taskbridge.registry import RegistryError
 
+    user_errors = (WeightsNotFoundError, ChecksumError, ConfigError, ImageReadError, RegistryError, FileNotFoundError,
+                   CheckpointError, PipelineError)
     try:
         app(standalone_mode=True)
-    except (WeightsNotFoundError, ChecksumError, ConfigError, ImageReadError, RegistryError, FileNotFoundError) as err:
+    except user_errors as err:
         typer.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None

@@ -1,11 +1,14 @@
-"""`taskbridge evaluate`: degraded -> (restorer) -> (translator) -> frozen task, with the paper's metrics.
+"""`taskbridge evaluate`: degraded -> image stages (restorer, trained translator) -> frozen task, with the paper's metrics.
 
-Detection: VOC all-point AP@0.5 per class + mAP, COCO mAP50 / mAP50:95 cross-check, a before/after
-picture grid. Classification: top-1 and macro ROC-AUC. Each `--restorer` gives one row of the table
-(plus the plain degraded input unless `--no-baseline`); everything measured, and every setting
-used, goes to `results.json` in `--out`. `--quality` also scores each row's images: PSNR/SSIM
-against the clean image when `--degrade` synthesised the degraded one, NIQE when images are large
-enough (at each image's own resolution; see `evaluation.quality`).
+Detection follows the reference protocol (`evaluation.detection`): stages at each photo's native
+resolution, 8-bit result, OpenCV letterbox, YOLOv5 box mapping; VOC all-point AP@0.5 per class + mAP,
+COCO mAP50 / mAP50:95 cross-check, a before/after picture grid. Classification: top-1 and macro
+ROC-AUC. Rows: the plain degraded input (unless `--no-baseline`), one per `--restorer`, and the
+trained run of `--translator` (with, in the baseline, the restorer that run owns applied alone). A
+run that owns a restorer (VaT) applies it itself, so `--restorer` next to it is refused. Everything
+measured, and every setting used, goes to `results.json` in `--out`. `--quality` also scores each
+row's images: PSNR/SSIM against the clean image when `--degrade` synthesised the degraded one, NIQE
+when images are large enough (at each image's own resolution; see `evaluation.quality`).
 """
 
 from __future__ import annotations
@@ -51,16 +54,25 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         task: str = typer.Option(..., help="Task name (taskbridge list task), e.g. yolov5n, cifar-resnet20."),
         data: Path = typer.Option(..., help="Labelled data: a detection folder (DAWN / YOLO layout) or a CIFAR .npz (or its folder)."),
-        restorer: list[str] = typer.Option(None, help="Restorer(s) in front of the task; one table row each (repeatable)."),
-        translator: str = typer.Option(None, help="Translator checkpoint written by `taskbridge fit` (applied after the restorer)."),
-        translate_size: int = typer.Option(None, help="Working size of restorer+translator when a translator is used (default: letterboxed size)."),
-        residual: bool = typer.Option(True, help="Residual translator application: add the upsampled change to the full-res image."),
-        baseline: bool = typer.Option(True, help="Also report the plain degraded input as the first row."),
-        split: str = typer.Option(None, help="Split folder for the YOLO layout (e.g. val2017); default: all."),
+        restorer: list[str] = typer.Option(None, help="Restorer(s), one table row each (repeatable); with a --translator "
+                                           "that owns no restorer, each is applied before it."),
+        translator: str = typer.Option(None, help="A run folder (or checkpoint) written by `taskbridge fit`: one row, with "
+                                       "whatever restorer the run owns applied inside it."),
+        translate_size: int = typer.Option(None, help="Working size of the translator (default: the run's "
+                                           "inference.working_size; 0 = native resolution)."),
+        residual: bool = typer.Option(None, "--residual/--no-residual", help="Add the translator's upsampled change to the "
+                                      "full-resolution photo (default: the run's inference.residual)."),
+        prefer: str = typer.Option("best", help="For a run folder: 'best' (validation-selected) or 'last'."),
+        baseline: bool = typer.Option(True, help="Also report the plain degraded input (and the restorer a --translator "
+                                      "owns, alone) as the first rows."),
+        split: str = typer.Option(None, help="Split folder of the Ultralytics layout, images/<split>/ (e.g. val2017); "
+                                  "an error for other layouts (use --subset)."),
         subset: str = typer.Option(None, help="Only the images of one part of a split file: FILE.json:PART, "
                                    "e.g. recipes/splits/dawn_fog.json:test (the held-out test images)."),
         img_size: int = typer.Option(640, help="Letterbox size (long side)."),
         letterbox: str = typer.Option("min", help="Letterbox shape: min (pad to stride), square, or rect (YOLOv5 val)."),
+        resize: str = typer.Option("cv2", help="Letterbox resize: cv2 (OpenCV INTER_LINEAR on the 8-bit photo, as YOLOv5), "
+                                   "bilinear (torch) or antialias (torch, antialiased)."),
         conf: float = typer.Option(0.001, help="Confidence threshold before NMS."),
         iou: float = typer.Option(0.6, help="NMS IoU threshold."),
         max_det: int = typer.Option(300, help="Detections kept per image."),
@@ -82,12 +94,12 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="Output folder (default runs/evaluate/<task>-<data>)."),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     ) -> None:
-        """Evaluate a frozen task on degraded data, optionally behind restorers and a translator."""
+        """Evaluate a frozen task on degraded data, optionally behind restorers and a trained translator."""
         import torch
 
         from taskbridge.evaluation import (
             ClassificationArrays,
-            build_pipeline,
+            DetectionProtocol,
             evaluate_classification,
             evaluate_detection,
             evaluate_quality,
@@ -102,11 +114,17 @@ def register(app: typer.Typer) -> None:
             save_png,
             write_json,
         )
+        from taskbridge.inference import Pipeline, RestorerStage, build_pipeline, load_inference_model
         from taskbridge.registry import DEGRADATIONS, TASKS
 
+        if prefer not in ("best", "last"):
+            raise typer.BadParameter("--prefer must be 'best' or 'last'")
         model = TASKS.create(task, **parse_options(task_opt, "--task-opt")).to(device).eval()
         model.name = task
-        dataset = open_dataset(data, split=split)
+        try:
+            dataset = open_dataset(data, split=split)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
         if subset:
             try:
                 dataset = restrict_to_subset(dataset, subset)
@@ -116,14 +134,21 @@ def register(app: typer.Typer) -> None:
         if degrade:
             deg = DEGRADATIONS.create(degrade, **parse_options(degrade_opt, "--degrade-opt"))
             deg.name = degrade
+        trained = None
+        if translator:
+            trained = load_inference_model(translator, device=device, prefer=prefer,
+                                           working_size=-1 if translate_size is None else translate_size,
+                                           residual=residual)
         runs: dict[str, Any] = {}
-        if baseline or not (restorer or translator):
-            runs["input" if deg is None else f"input+{degrade}"] = None  # no restorer, no translator
-        for r in restorer or [None]:
-            if r is None and translator is None:
-                continue
-            name = "+".join(x for x in (r, "translator" if translator else None) if x)
-            runs[name] = build_pipeline(r, translator, translate_size, residual, device)
+        if baseline or not (restorer or trained):
+            runs["input" if deg is None else f"input+{degrade}"] = None  # no stage: the degraded photo itself
+            if trained is not None and trained.restorer is not None:
+                stage = RestorerStage(trained.restorer)
+                runs[f"{stage.name} (alone)"] = Pipeline([stage]).to(device).eval()
+        for r in restorer or []:
+            runs["+".join(x for x in (r, "translator" if trained else None) if x)] = build_pipeline(r, trained, device)
+        if trained is not None and not restorer:
+            runs["translator"] = build_pipeline(None, trained, device)
         out = out or Path("runs/evaluate") / f"{task}-{Path(data).stem}"
         results: dict[str, dict] = {}
         is_cls = isinstance(dataset, ClassificationArrays)
@@ -132,6 +157,7 @@ def register(app: typer.Typer) -> None:
         if not is_cls and getattr(model, "kind", "") != "detection":
             raise typer.BadParameter(f"{data} is a detection set but task '{task}' is a {model.kind} model")
         cmap = build_class_map(classes, map_dataset, map_model, None if is_cls else "rtts5")
+        protocol = None if is_cls else DetectionProtocol(img_size, letterbox, resize, True, conf, iou, max_det, multi_label)
         for name, pipe in runs.items():
             typer.echo(f"== {name}")
             if is_cls:
@@ -142,8 +168,8 @@ def register(app: typer.Typer) -> None:
                                               class_map=dict(cmap.dataset) if cmap else None, device=device)
             else:
                 res = evaluate_detection(model, dataset, pipe, img_size, conf, iou, cmap, True, max_det=max_det,
-                                         multi_label=multi_label, letterbox_mode=letterbox, degrade=deg, seed=seed,
-                                         voc_11_point=eleven_point, device=device, limit=limit)
+                                         multi_label=multi_label, letterbox_mode=letterbox, resize=resize, degrade=deg,
+                                         seed=seed, voc_11_point=eleven_point, device=device, limit=limit)
             res["settings"]["data"] = str(data)
             res["settings"]["limit"] = limit
             if quality:
@@ -165,8 +191,8 @@ def register(app: typer.Typer) -> None:
             for name, pipe in runs.items():
                 if pipe is None and len(runs) > 1:
                     continue  # the baseline is the left column of every other picture
-                pic = detection_grid(model, dataset, pipe, cmap, range(n), img_size, grid_conf, letterbox,
-                                     degrade=deg, seed=seed)
-                path = save_png(pic, out / f"grid_{name.replace('+', '_')}.png")
+                pic = detection_grid(model, dataset, pipe, cmap, range(n), protocol, grid_conf, degrade=deg, seed=seed)
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+                path = save_png(pic, out / f"grid_{safe}.png")
                 typer.echo(f"wrote {path} (left: degraded input, right: after the pipeline)" if pipe is not None
                            else f"wrote {path}")

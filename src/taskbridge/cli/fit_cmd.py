@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
         """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation."""
         import json
 
+        from taskbridge.checkpoint import CheckpointError
         from taskbridge.config import ConfigError, load_recipe, to_dict
-        from taskbridge.engine.checkpoint import CheckpointError
         from taskbridge.engine.trainer import NonFiniteLossError, Trainer
 
         try:

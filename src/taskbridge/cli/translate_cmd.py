@@ -1,9 +1,11 @@
-"""`taskbridge translate --ckpt C --in DIR --out DIR`: apply a trained translator to a folder.
+"""`taskbridge translate --ckpt RUN --in DIR --out DIR`: apply a trained run to a folder of photos.
 
-Full-resolution output as the VaT evaluation does it (REFERENCE 1.9): translate a copy resized to
-`--size` (square, aspect not kept), take the change r = T(x_s) - x_s, upsample r bilinearly to
-the image's own size, add it to the original and clamp. `--no-residual` upsamples the output
-itself instead; `--size 0` translates at full resolution. File names (and sub-folders) are kept.
+The run is applied as its `InferenceModel` (the same stage `taskbridge evaluate --translator` uses):
+full-resolution output as the VaT evaluation does it (REFERENCE 1.9), at the run's working size
+unless `--size` says otherwise: translate a copy resized to the working size (square, aspect not
+kept), take the change r = T(x_s) - x_s, upsample r bilinearly to the photo's own size, add it and
+clamp. `--no-residual` upsamples the output itself instead; `--size 0` translates at full
+resolution. File names (and sub-folders) are kept.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ def register(app: typer.Typer) -> None:
         ckpt: str = typer.Option(..., "--ckpt", help="Checkpoint dir, a run's checkpoints/ dir, or its output dir."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of degraded images (searched recursively)."),
         out_dir: Path = typer.Option(..., "--out", help="Output folder; names and sub-folders are kept."),
-        size: int = typer.Option(512, "--size", help="Working size of the translator (square); 0 = full resolution."),
-        residual: bool = typer.Option(True, "--residual/--no-residual", help="Add the upsampled change (default) or upsample the output."),
+        size: int = typer.Option(None, "--size", help="Working size (square; default: the run's inference.working_size); "
+                                 "0 = full resolution."),
+        residual: bool = typer.Option(None, "--residual/--no-residual", help="Add the upsampled change or upsample the "
+                                      "output (default: the run's inference.residual)."),
         prefer: str = typer.Option("best", "--prefer", help="For a run folder: 'best' (validation-selected) or 'last'."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         on_error: str = typer.Option("skip", "--on-error", help="Unreadable input: skip (warn) or raise."),
@@ -29,25 +33,27 @@ def register(app: typer.Typer) -> None:
         import torch
         from tqdm import tqdm
 
+        from taskbridge.checkpoint import CheckpointError
         from taskbridge.data.io import list_images, save_image, try_read_image
-        from taskbridge.engine.checkpoint import CheckpointError, load_translator
         from taskbridge.engine.trainer import resolve_device
-        from taskbridge.evaluation.pipeline import ImagePipeline
+        from taskbridge.inference import load_inference_model
 
         if prefer not in ("best", "last"):
             raise typer.BadParameter("--prefer must be 'best' or 'last'")
-        if size < 0:
+        if size is not None and size < 0:
             raise typer.BadParameter("--size must be >= 0")
         try:
             files = list_images(in_dir)
             dev = resolve_device(device)
-            translator = load_translator(ckpt, device=dev, prefer=prefer)
+            model = load_inference_model(ckpt, device=dev, prefer=prefer, working_size=-1 if size is None else size,
+                                         residual=residual)
         except (FileNotFoundError, CheckpointError, ValueError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
-        pipe = ImagePipeline(None, translator, size or None, residual).to(dev).eval()
-        typer.echo(f"translator {translator.meta.get('path')} (step {translator.meta.get('step')}); "
-                   f"{len(files)} images; size {size or 'full'}, residual {residual}")
+        owns = model.owns()
+        typer.echo(f"translator {owns.get('path')} (step {owns.get('step')}); {len(files)} images; "
+                   f"working size {owns['working_size']}, residual {owns['residual']}"
+                   + (f", restorer {owns['restorer']} inside" if owns["restorer"] else ""))
         written = skipped = 0
         for f in tqdm(files, desc="translate", unit="img"):
             img = try_read_image(f, on_error=on_error)
@@ -55,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 skipped += 1
                 continue
             with torch.no_grad():
-                out = pipe(img[None].to(dev))[0]
+                out = model(img[None].to(dev))[0]
             target = out_dir / f.relative_to(in_dir)
             save_image(out, target)
             written += 1

@@ -8,17 +8,27 @@ only comparable with the reference when the input geometry is identical:
 - padding ``dw = new_w - round(w r)`` (``dw % stride`` when ``auto=True``), halved, and split as
   ``left = round(dw/2 - 0.1)``, ``right = round(dw/2 + 0.1)`` (same for top/bottom), so an odd
   padding puts the extra pixel on the right/bottom;
-- fill 114/255 grey; resize is bilinear with half-pixel centres and no antialiasing, the
-  arithmetic of OpenCV's ``INTER_LINEAR`` that YOLOv5 uses (values may differ from OpenCV by
-  rounding of the 8-bit input only).
+- fill 114/255 grey; the resize is one of `RESIZE_METHODS`:
+  ``bilinear`` (default; differentiable torch bilinear, half-pixel centres, no antialiasing: the
+  arithmetic of OpenCV's ``INTER_LINEAR``), ``cv2`` (OpenCV ``INTER_LINEAR`` itself on the 8-bit
+  image, exactly what YOLOv5 and the reference protocol feed the detector; evaluation's default)
+  or ``antialias`` (torch bilinear with an antialiasing filter when shrinking).
 
-Box mapping uses YOLOv5's convention: ``x' = x r + dw/2`` with the *unrounded* half padding
-``dw/2`` (what YOLOv5 passes to `scale_boxes` and uses for training targets); the integer border
-actually drawn can differ from it by 0.5 px, which is recorded in `LetterboxMeta.border`.
+[decision] Evaluation resizes with OpenCV itself: OpenCV's 8-bit ``INTER_LINEAR`` works in
+fixed point with SIMD rounding (and switches to area averaging for an exact 2x shrink), so float
+bilinear plus rounding differs by one grey level on ~10 % of the pixels of a DAWN photo, which
+moved the bicycle AP of YOLOv5n by 0.009 (13 objects); with ``cv2`` every per-class AP equals the
+reference's (docs/results.md §1).
+
+Box mapping for targets uses YOLOv5's convention: ``x' = x r + dw/2`` with the *unrounded* half
+padding ``dw/2``; the integer border actually drawn can differ from it by 0.5 px, which is recorded
+in `LetterboxMeta.border`. Detections go back with `scale_boxes`, YOLOv5's own inverse (gain and
+padding recomputed from the letterboxed shape), as the reference protocol does.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 LETTERBOX_FILL = 114 / 255
+RESIZE_METHODS = ("bilinear", "cv2", "antialias")
 
 
 @dataclass(frozen=True)
@@ -50,15 +61,40 @@ def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return s  # type: ignore[return-value]
 
 
-def resize_image(image: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Bilinear, half-pixel centres, no antialias (OpenCV INTER_LINEAR arithmetic); CHW or NCHW."""
+def quantize8(image: Tensor) -> Tensor:
+    """The values an 8-bit image file would hold: round(255 x) / 255 (half to even, like numpy), in [0, 1]."""
+    return (image.clamp(0, 1) * 255.0).round() / 255.0
+
+
+def resize_image(image: Tensor, hw: tuple[int, int], method: str = "bilinear") -> Tensor:
+    """Resize CHW or NCHW `image` to `hw` with one of `RESIZE_METHODS` (see the module docstring)."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method '{method}' unknown; one of {', '.join(RESIZE_METHODS)}")
     hw = (int(hw[0]), int(hw[1]))
     if tuple(image.shape[-2:]) == hw:
         return image
     batched = image.ndim == 4
     x = image if batched else image.unsqueeze(0)
-    y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
+    if method == "cv2":
+        y = _resize_cv2(x, hw)
+    else:
+        shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
+        y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=method == "antialias" and shrink)
     return y if batched else y.squeeze(0)
+
+
+def _resize_cv2(x: Tensor, hw: tuple[int, int]) -> Tensor:
+    """OpenCV INTER_LINEAR on the 8-bit image (the input is quantised first, as a saved photo is)."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for img in x:
+        u8 = (img.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        r = cv2.resize(np.ascontiguousarray(u8), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
+        r = r[..., None] if r.ndim == 2 else r
+        out.append(torch.from_numpy(r).permute(2, 0, 1))
+    return (torch.stack(out).to(x.device, torch.float32) / 255.0).to(x.dtype)
 
 
 def letterbox(
@@ -68,10 +104,12 @@ def letterbox(
     auto: bool = False,
     fill: float = LETTERBOX_FILL,
     scaleup: bool = True,
+    resize: str = "bilinear",
 ) -> tuple[Tensor, LetterboxMeta]:
     """Resize keeping aspect and pad to `size` (or to a multiple of `stride` when `auto`), as YOLOv5.
 
-    `image` is CHW or NCHW float; returns the letterboxed image and the `LetterboxMeta`.
+    `image` is CHW or NCHW float; `resize` is one of `RESIZE_METHODS`. Returns the letterboxed
+    image and the `LetterboxMeta`.
     """
     if image.ndim not in (3, 4):
         raise ValueError(f"letterbox expects CHW or NCHW, got shape {tuple(image.shape)}")
@@ -85,7 +123,7 @@ def letterbox(
     if auto:
         dw, dh = dw % stride, dh % stride
     dw2, dh2 = dw / 2, dh / 2
-    out = resize_image(image, (unpad_h, unpad_w))
+    out = resize_image(image, (unpad_h, unpad_w), resize)
     top, bottom = int(round(dh2 - 0.1)), int(round(dh2 + 0.1))
     left, right = int(round(dw2 - 0.1)), int(round(dw2 + 0.1))
     if top or bottom or left or right:
@@ -115,6 +153,30 @@ def unletterbox_boxes(boxes: Tensor, meta: LetterboxMeta, clip: bool = True) -> 
         b[..., 0::2] = b[..., 0::2].clamp(0, w)
         b[..., 1::2] = b[..., 1::2].clamp(0, h)
     return b
+
+
+def scale_boxes(boxes: Tensor, letterboxed_hw: tuple[int, int], orig_hw: tuple[int, int], clip: bool = True) -> Tensor:
+    """xyxy boxes in letterboxed pixels -> original pixels exactly as YOLOv5's `scale_boxes` does it:
+    gain = min(h1 / h0, w1 / w0) and the padding recomputed from the letterboxed shape (h1, w1), which can
+    differ from the letterbox's own ratio and half padding by a fraction of a pixel; clipped to the image."""
+    (h1, w1), (h0, w0) = letterboxed_hw, orig_hw
+    gain = min(h1 / h0, w1 / w0)
+    pad_w, pad_h = (w1 - w0 * gain) / 2, (h1 - h0 * gain) / 2
+    b = boxes.clone()
+    b[..., 0::2] = (b[..., 0::2] - pad_w) / gain
+    b[..., 1::2] = (b[..., 1::2] - pad_h) / gain
+    if clip:
+        b[..., 0::2] = b[..., 0::2].clamp(0, w0)
+        b[..., 1::2] = b[..., 1::2].clamp(0, h0)
+    return b
+
+
+def yolov5_rect_shape(h: int, w: int, size: int, stride: int) -> tuple[int, int]:
+    """The (h, w) YOLOv5's rectangular validation batches give one image: short side rounded up to a stride
+    multiple after adding half a stride (both sides get +0.5 stride, so 640 -> 672 on the long side)."""
+    ar = h / w
+    sh, sw = (ar, 1.0) if ar < 1 else (1.0, 1 / ar)
+    return math.ceil(size * sh / stride + 0.5) * stride, math.ceil(size * sw / stride + 0.5) * stride
 
 
 def resize_with_boxes(

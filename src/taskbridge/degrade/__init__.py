@@ -5,9 +5,9 @@ PLUGINS lists the modules imported lazily by the registry ("haze" lives in `atmo
 """
 
 from taskbridge.degrade.atmospheric import HAZE_LEVELS, Haze, depth_proxy, haze
-from taskbridge.degrade.base import Degradation
+from taskbridge.degrade.base import Degradation, run_degradation
 from taskbridge.degrade.darken import LowLight, lowlight
 
 PLUGINS: tuple[str, ...] = ("atmospheric", "darken")
 
-__all__ = ["HAZE_LEVELS", "PLUGINS", "Degradation", "Haze", "LowLight", "depth_proxy", "haze", "lowlight"]
+__all__ = ["HAZE_LEVELS", "PLUGINS", "Degradation", "Haze", "LowLight", "depth_proxy", "haze", "lowlight", "run_degradation"]

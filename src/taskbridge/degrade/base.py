@@ -9,7 +9,7 @@ image path is differentiable with respect to the clean image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -89,3 +89,25 @@ class Degradation(nn.Module):
         params = self.sample_params(x.shape[0], (int(x.shape[-2]), int(x.shape[-1])), generator)
         out = self.apply(x, params, generator)
         return (out if clean.ndim == 4 else out.squeeze(0)), params
+
+
+def run_degradation(degrade: Callable[[Tensor], object], images: Tensor, seed: int | None) -> Tensor:
+    """Apply a degradation to a batch under `seed` without touching the global RNG stream.
+
+    Accepts modules returning a tensor, an `(images, params)` tuple, a dict with `image(s)`, or an
+    object with an `.image(s)` attribute, so any degradation family member (or a plain function)
+    can be used by evaluation and training data alike.
+    """
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = degrade(images)
+    if isinstance(out, tuple):
+        out = out[0]
+    elif isinstance(out, dict):
+        out = out.get("image", out.get("images"))
+    elif not isinstance(out, Tensor):
+        out = getattr(out, "image", getattr(out, "images", out))
+    if not isinstance(out, Tensor):
+        raise TypeError(f"degradation returned {type(out).__name__}; expected a tensor")
+    return out.clamp(0, 1)

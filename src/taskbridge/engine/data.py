@@ -165,8 +165,8 @@ class DegradedA(Dataset):
         return getattr(self.base, name)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        from taskbridge.degrade.base import run_degradation
         from taskbridge.engine.seed import derive_seed
-        from taskbridge.evaluation.pipeline import run_degradation
 
         item = dict(self.base[index])
         ia = self.base.pair_indices(index)[0]  # type: ignore[attr-defined]

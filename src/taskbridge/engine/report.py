@@ -7,31 +7,33 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import nn
 
 HIDDEN = ("num_", "seconds")
 
 
 def compare_on_validation(trainer: Any, prefer: str = "best") -> dict[str, dict[str, float]]:
-    """{row name: validation metrics}; rows: input, restorer (if the method has a non-identity one), translator."""
-    from taskbridge.engine import checkpoint as ckpt
-    from taskbridge.restorers.identity import Identity
+    """{row name: validation metrics}; rows: input, the restorer the method owns (alone), the trained translator."""
+    from taskbridge import checkpoint as ckpt
+    from taskbridge.inference import InferenceModel, Pipeline, RestorerStage, load_inference_model
+    from taskbridge.inference.load import inference_settings
 
     validator: Callable[..., Mapping[str, float]] | None = trainer.validator
     if validator is None:
         return {}
     rows: dict[str, dict[str, float]] = {}
     with torch.no_grad():
-        rows["input"] = dict(validator(nn.Identity(), -1))
-        restorer = getattr(trainer.method, "restorer", None)
-        if isinstance(restorer, nn.Module) and not isinstance(restorer, (Identity, nn.Identity)):
-            rows[f"restorer ({type(restorer).__name__})"] = dict(validator(restorer.eval(), -1, as_restorer=True))
+        rows["input"] = dict(validator(None, -1))
+        restorer = trainer.method.owned_restorer()
+        if restorer is not None:
+            stage = RestorerStage(restorer)
+            rows[f"restorer ({stage.name})"] = dict(validator(Pipeline([stage]).eval(), -1))
         try:
-            translator = ckpt.load_translator(trainer.output_dir, device=trainer.device, prefer=prefer)
-            label = f"translator ({prefer}, step {translator.meta.get('step')})"
+            model = load_inference_model(trainer.output_dir, device=trainer.device, prefer=prefer)
+            label = f"translator ({prefer}, step {model.meta.get('step')})"
         except (FileNotFoundError, ckpt.CheckpointError):
-            translator, label = ckpt.Translator(trainer.method).eval(), "translator (last)"
-        rows[label] = dict(validator(translator, -1))
+            model = InferenceModel(trainer.method, **inference_settings(trainer.config)).eval()
+            label = "translator (last)"
+        rows[label] = dict(validator(Pipeline([model]).eval(), -1))
     return rows
 
 

@@ -23,15 +23,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from taskbridge import checkpoint as ckpt
 from taskbridge.config import ConfigError
-from taskbridge.engine import checkpoint as ckpt
 from taskbridge.engine.logging import RunLogger
 from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec
 from taskbridge.engine.sampler import EpochBatchSampler
 from taskbridge.engine.seed import capture_rng, derive_seed, restore_rng, seed_everything, worker_init_fn
 
 #: top-level recipe keys the engine understands; anything else is a typo worth an error
-RECIPE_KEYS = ("name", "seed", "output_dir", "data", "method", "optim", "schedule", "train", "val", "notes")
+RECIPE_KEYS = ("name", "seed", "output_dir", "data", "method", "optim", "schedule", "train", "val", "inference", "notes")
 
 Validator = Callable[[nn.Module, int], Mapping[str, float]]
 
@@ -135,7 +135,9 @@ class Trainer:
 
         seed_everything(self.seed, self.spec.deterministic)
         if method is None:
-            method = ckpt.build_method_from_config(self.config)
+            from taskbridge.inference.load import build_method
+
+            method = build_method(self.config)
         self.method = method.to(self.device)
         self.groups = self._groups()
 
@@ -514,10 +516,13 @@ class Trainer:
         self._out = {}
 
     def _validate(self, step: int) -> bool:
+        from taskbridge.inference import InferenceModel, Pipeline
+        from taskbridge.inference.load import inference_settings
+
         self.method.eval()
-        translator = ckpt.Translator(self.method).eval()
+        model = InferenceModel(self.method, **inference_settings(self.config)).eval()
         with torch.no_grad():
-            metrics = {k: float(v) for k, v in dict(self.validator(translator, step)).items()}
+            metrics = {k: float(v) for k, v in dict(self.validator(Pipeline([model]).eval(), step)).items()}
         self.method.train()
         self.logger.scalars(step, {f"val/{k}": v for k, v in metrics.items()}, kind="val")
         self.last_metrics.update({f"val/{k}": v for k, v in metrics.items()})

@@ -1,4 +1,4 @@
-"""The recipe's `val:` section -> a validator `(translator, step) -> {metric: value}`.
+"""The recipe's `val:` section -> a validator `(pipeline, step) -> {metric: value}`.
 
 Validation runs only on the held-out split the data section defines (never the test split):
 
@@ -12,9 +12,9 @@ Validation runs only on the held-out split the data section defines (never the t
 * `type: classification` (with `data.source: cifar_npz`): scores the val pool, degraded by the
   data section's degradation under `seed`; options: task, batch_size, class_map, seed.
 
-Both: `translate_size` (working size; null = the task input itself) and `residual` (add the
-upsampled change to the full-size image, REFERENCE 1.9) define how the translator is applied.
-`metric`/`mode`/`split_name` are read by the trainer (best-checkpoint selection).
+`pipeline` holds the image stages to score (None = the degraded input itself): the trainer passes
+the method being trained as an `InferenceModel` (at the recipe's `inference.working_size`), the fit
+report also a restorer alone. `metric`/`mode`/`split_name` are read by the trainer.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from taskbridge.config import ConfigError, build
 from taskbridge.engine.data import DataPlan, data_root, file_names
 
 DETECTION_KEYS = {"type", "task", "data", "img_size", "conf_thres", "iou_thres", "class_map", "max_det",
-                  "multi_label", "letterbox_mode", "limit", "translate_size", "residual", "label_format",
-                  "split", "subset", "degrade", "seed"}
-CLASSIFICATION_KEYS = {"type", "task", "batch_size", "class_map", "seed", "translate_size", "residual"}
+                  "multi_label", "letterbox_mode", "resize", "limit", "label_format", "split", "subset", "degrade",
+                  "seed"}
+CLASSIFICATION_KEYS = {"type", "task", "batch_size", "class_map", "seed"}
 
 
 def _scalars(result: Mapping[str, Any]) -> dict[str, float]:
@@ -43,13 +43,6 @@ def _scalars(result: Mapping[str, Any]) -> dict[str, float]:
         out.update({f"coco_{k}": float(v) for k, v in coco.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     out.pop("seconds", None)
     return out
-
-
-def _pipeline(evaluation: Any, module: nn.Module, cfg: Mapping[str, Any], as_restorer: bool) -> nn.Module:
-    """A translator goes through the working-size/residual path; a restorer runs at the task input size."""
-    if as_restorer:
-        return evaluation.ImagePipeline(module, None)
-    return evaluation.ImagePipeline(None, module, cfg.get("translate_size"), bool(cfg.get("residual", True)))
 
 
 def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], plan: DataPlan, seed: int,
@@ -84,16 +77,15 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
                 raise ConfigError(f"val.data={folder} holds none of the {len(keep)} held-out images of data.split/val_A")
         task = build(TASKS, cfg["task"], "val.task").to(device).eval()
         opts = {k: cfg[k] for k in ("img_size", "conf_thres", "iou_thres", "class_map", "max_det", "multi_label",
-                                     "letterbox_mode", "limit") if k in cfg}
+                                     "letterbox_mode", "resize", "limit") if k in cfg}
         if cfg.get("degrade") is not None:
             from taskbridge.registry import DEGRADATIONS
 
             opts["degrade"] = build(DEGRADATIONS, cfg["degrade"], "val.degrade")
             opts["seed"] = int(cfg.get("seed", 0))
 
-        def validate_detection(translator: nn.Module, step: int, as_restorer: bool = False) -> dict[str, float]:
-            pipe = _pipeline(evaluation, translator, cfg, as_restorer)
-            res = evaluation.evaluate_detection(task, dataset, pipe, progress=False, device=device, **opts)
+        def validate_detection(pipeline: nn.Module | None, step: int) -> dict[str, float]:
+            res = evaluation.evaluate_detection(task, dataset, pipeline, progress=False, device=device, **opts)
             return _scalars(res)
 
         return validate_detection
@@ -109,10 +101,9 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
         task = build(TASKS, cfg["task"], "val.task").to(device).eval()
         v_seed = int(cfg.get("seed", seed))
 
-        def validate_classification(translator: nn.Module, step: int, as_restorer: bool = False) -> dict[str, float]:
-            pipe = _pipeline(evaluation, translator, cfg, as_restorer)
+        def validate_classification(pipeline: nn.Module | None, step: int) -> dict[str, float]:
             res = evaluation.evaluate_classification(
-                task, plan.val_arrays, pipe, batch_size=int(cfg.get("batch_size", 256)), degrade=plan.degradation,
+                task, plan.val_arrays, pipeline, batch_size=int(cfg.get("batch_size", 256)), degrade=plan.degradation,
                 seed=v_seed, class_map=cfg.get("class_map"), progress=False, device=device)
             return _scalars(res)
 

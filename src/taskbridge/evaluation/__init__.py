@@ -1,8 +1,8 @@
-"""Evaluation harness: labelled data -> (degradation) -> restorer -> translator -> frozen task -> metrics.
+"""Evaluation harness: labelled data -> (degradation) -> image stages -> frozen task -> metrics.
 
 `evaluate_detection(task, dataset, pipeline, ...)` and `evaluate_classification(task, dataset, pipeline, ...)`
-are what the training engine and `taskbridge evaluate` call; `pipeline` maps a degraded image batch
-[B, 3, H, W] to the task input (see `build_pipeline`).
+are what the training engine and `taskbridge evaluate` call; `pipeline` holds the image stages
+(`taskbridge.inference.Pipeline`: restorer, trained translator) applied to each degraded image.
 """
 
 from taskbridge.evaluation.class_map import ClassMap
@@ -14,12 +14,10 @@ from taskbridge.evaluation.datasets import (
     load_cifar_npz,
     open_dataset,
 )
-from taskbridge.evaluation.detection import evaluate_detection
-from taskbridge.evaluation.letterbox import LetterboxInfo, letterbox
-from taskbridge.evaluation.pipeline import ImagePipeline, build_pipeline
+from taskbridge.evaluation.detection import DetectionProtocol, evaluate_detection
 from taskbridge.evaluation.quality import evaluate_quality
 
 __all__ = [
-    "ClassMap", "ClassificationArrays", "DetectionFolder", "DetectionSample", "ImagePipeline", "LetterboxInfo",
-    "build_pipeline", "evaluate_classification", "evaluate_detection", "evaluate_quality", "letterbox", "load_cifar_npz", "open_dataset",
+    "ClassMap", "ClassificationArrays", "DetectionFolder", "DetectionProtocol", "DetectionSample",
+    "evaluate_classification", "evaluate_detection", "evaluate_quality", "load_cifar_npz", "open_dataset",
 ]

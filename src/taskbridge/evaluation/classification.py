@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation.datasets import ClassificationArrays
-from taskbridge.evaluation.pipeline import run_degradation
 from taskbridge.metrics.classification import macro_roc_auc, per_class_accuracy, top1_accuracy
 from taskbridge.tasks.base import ClassificationTask
 

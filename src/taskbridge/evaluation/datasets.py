@@ -65,6 +65,11 @@ class DetectionFolder:
         img_root = self.root / "images"
         if not img_root.is_dir():
             raise FileNotFoundError(f"{self.root}: expected an images/ folder")
+        if split and self.format != "yolo":
+            raise ValueError(
+                f"split '{split}': {self.root} is a {self.format} folder without split sub-folders; a split "
+                "applies to the Ultralytics layout (images/<split>/). For the parts of a split file use "
+                "subset FILE.json:PART (--subset), e.g. recipes/splits/dawn_fog.json:test")
         if self.format in ("voc", "dawn-yolo"):
             lab_dir, suffix = (self.root / "voc_xml", ".xml") if self.format == "voc" else (self.root / "yolo_labels", ".txt")
             for img in list_images(img_root):
@@ -136,6 +141,9 @@ def open_dataset(path: str | os.PathLike[str], split: str | None = None) -> Dete
     """Detection folder or classification npz, decided by what is on disk."""
     p = Path(path)
     if p.suffix == ".npz" or (p.is_dir() and any(p.glob("*.npz")) and not (p / "images").is_dir()):
+        if split:
+            raise ValueError(f"split '{split}': {p} is a classification .npz without split folders; use subset "
+                             "FILE.json:PART (--subset) for a part of it")
         return load_cifar_npz(p)
     return DetectionFolder(p, split=split)
 

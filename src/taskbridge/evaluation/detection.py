@@ -1,7 +1,12 @@
-"""`evaluate_detection`: letterbox -> pipeline -> frozen detector -> boxes back to the original image -> AP.
+"""`evaluate_detection`: the reference protocol of a YOLOv5 user, for any frozen detector.
 
-AP is computed in the pixels of the *original* image against the original labels, so the number
-does not depend on the letterbox geometry except through what the detector sees.
+Per photo (`../shared/tools/reference_dawn_eval.py` is the reference): (degrade a clean photo, if
+asked) -> the image stages (restorer, trained translator) at the photo's native resolution -> the
+result quantised to 8 bits, as a saved image would be -> letterbox (OpenCV INTER_LINEAR by default,
+grey 114 padding) -> detector -> NMS -> boxes back to the photo's pixels with YOLOv5's
+`scale_boxes` and rounded to whole pixels (as detect.py writes them) -> VOC AP against the labels.
+A user who restores a folder with `taskbridge restore` and evaluates the restored folder therefore
+gets the same number as `evaluate --restorer`.
 """
 
 from __future__ import annotations
@@ -9,36 +14,100 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
+from taskbridge.data.transforms import (
+    RESIZE_METHODS,
+    LetterboxMeta,
+    letterbox,
+    quantize8,
+    scale_boxes,
+    yolov5_rect_shape,
+)
+from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation.class_map import ClassMap
 from taskbridge.evaluation.datasets import DetectionSample
-from taskbridge.evaluation.letterbox import letterbox
-from taskbridge.evaluation.pipeline import run_degradation
 from taskbridge.metrics.detection import ImageBoxes, coco_backend, coco_detection_ap, voc_detection_ap
-from taskbridge.tasks.base import DetectionTask
+from taskbridge.tasks.base import Detections, DetectionTask
+
+LETTERBOX_MODES = ("min", "square", "rect")
 
 
-def apply_degradation(degrade: Callable[[Tensor], object] | None, image: Tensor, seed: int | None) -> Tensor:
-    """Degrade one CHW image under its own seed (see `run_degradation`)."""
-    return image if degrade is None else run_degradation(degrade, image[None], seed)[0]
+@dataclass(frozen=True)
+class DetectionProtocol:
+    """How a photo becomes detections; the defaults are the reference's (YOLOv5 val/detect)."""
+
+    img_size: int = 640
+    letterbox_mode: str = "min"  # min: pad to a stride multiple (auto=True); square; rect (YOLOv5 val batches)
+    resize: str = "cv2"  # cv2 (reference) | bilinear | antialias
+    quantize: bool = True  # 8-bit image after the stages and after the letterbox, as saved files are
+    conf_thres: float = 0.001
+    iou_thres: float = 0.6
+    max_det: int = 300
+    multi_label: bool = False
+    round_boxes: bool = True  # detect.py writes whole pixels
+
+    def __post_init__(self) -> None:
+        if self.letterbox_mode not in LETTERBOX_MODES:
+            raise ValueError(f"letterbox mode '{self.letterbox_mode}' unknown; one of {', '.join(LETTERBOX_MODES)}")
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"resize '{self.resize}' unknown; one of {', '.join(RESIZE_METHODS)}")
+        if self.img_size < 1:
+            raise ValueError(f"img_size must be >= 1, got {self.img_size}")
+
+    def letterbox(self, image: Tensor, stride: int) -> tuple[Tensor, LetterboxMeta]:
+        """The detector input of one CHW photo and how it was letterboxed."""
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if self.letterbox_mode == "rect":
+            lb, meta = letterbox(image, yolov5_rect_shape(h, w, self.img_size, stride), stride, auto=False,
+                                 resize=self.resize)
+        else:
+            lb, meta = letterbox(image, self.img_size, stride, auto=self.letterbox_mode == "min", resize=self.resize)
+        return (quantize8(lb) if self.quantize else lb), meta
+
+    def settings(self) -> dict:
+        return {**asdict(self), "letterbox_pad": "114/255", "box_mapping": "YOLOv5 scale_boxes"}
 
 
-def predict_original(task: DetectionTask, image: Tensor, pipeline: Callable[[Tensor], Tensor] | None,
-                     img_size: int, letterbox_mode: str, conf_thres: float, iou_thres: float,
-                     max_det: int, multi_label: bool, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Detections of one image in its original pixels; also returns the task input (letterboxed)."""
-    stride = int(getattr(task, "stride", 32))
-    lb, info = letterbox(image, img_size, stride, letterbox_mode)
-    x = lb[None].to(device)
+def degrade_photo(degrade: Callable[[Tensor], object] | None, image: Tensor, seed: int | None, quantize: bool = True) -> Tensor:
+    """Degrade one clean CHW photo under its own seed; quantised like a saved degraded photo."""
+    if degrade is None:
+        return image
+    out = run_degradation(degrade, image[None], seed)[0]
+    return quantize8(out) if quantize else out
+
+
+def run_stages(pipeline: Callable[[Tensor], Tensor] | None, image: Tensor, device: torch.device,
+               quantize: bool = True) -> Tensor:
+    """The image stages on one CHW photo at its native resolution, then (by default) 8-bit quantisation."""
+    if pipeline is None:
+        return image
     with torch.no_grad():
-        if pipeline is not None:
-            x = pipeline(x)
-        det = task.predict(x, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, multi_label=multi_label)[0]
-    boxes = info.boxes_to_original(det.boxes.float().cpu())
-    return boxes, det.scores.float().cpu(), det.labels.cpu(), x[0].cpu()
+        out = pipeline(image[None].to(device))[0]
+    return quantize8(out) if quantize else out
+
+
+def detect_letterboxed(task: DetectionTask, image: Tensor, protocol: DetectionProtocol,
+                       device: torch.device) -> tuple[Detections, Tensor, LetterboxMeta]:
+    """Detections in letterbox pixels, the letterboxed task input and its meta, for one CHW photo."""
+    lb, meta = protocol.letterbox(image, int(getattr(task, "stride", 32)))
+    with torch.no_grad():
+        det = task.predict(lb[None].to(device), conf_thres=protocol.conf_thres, iou_thres=protocol.iou_thres,
+                           max_det=protocol.max_det, multi_label=protocol.multi_label)[0]
+    return det, lb, meta
+
+
+def detect_photo(task: DetectionTask, image: Tensor, protocol: DetectionProtocol,
+                 device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(boxes in the photo's pixels, scores, labels) for one CHW photo."""
+    det, lb, meta = detect_letterboxed(task, image, protocol, device)
+    boxes = scale_boxes(det.boxes.float().cpu(), tuple(lb.shape[-2:]), meta.orig_size)
+    if protocol.round_boxes:
+        boxes = boxes.round()
+    return boxes, det.scores.float().cpu(), det.labels.cpu()
 
 
 def evaluate_detection(
@@ -54,6 +123,9 @@ def evaluate_detection(
     max_det: int = 300,
     multi_label: bool = False,
     letterbox_mode: str = "min",
+    resize: str = "cv2",
+    quantize: bool = True,
+    round_boxes: bool = True,
     degrade: Callable[[Tensor], object] | None = None,
     seed: int = 0,
     voc_11_point: bool = False,
@@ -64,17 +136,18 @@ def evaluate_detection(
 ) -> dict:
     """VOC AP@0.5 per class + mAP (and COCO mAP50 / mAP50:95 cross-check) of `task` on a labelled set.
 
-    `pipeline` maps the letterboxed degraded batch [B, 3, H, W] to the task input (restorer and/or
-    translator; None = the degraded image itself). `degrade` (optional) synthesises the degraded
-    image from a clean one first, seeded per image with `seed + index`. Every setting is returned
-    under `settings` so a number can be traced to how it was measured.
+    `pipeline` holds the image stages applied to each photo at its native resolution (restorer
+    and/or trained translator; None = the photo itself). `degrade` (optional) synthesises the
+    degraded photo from a clean one first, seeded per image with `seed + index`. Every setting is
+    returned under `settings` so a number can be traced to how it was measured.
     """
+    protocol = DetectionProtocol(img_size, letterbox_mode, resize, quantize, conf_thres, iou_thres, max_det,
+                                 multi_label, round_boxes)
     cmap = ClassMap.from_any(class_map, default=getattr(task, "class_names", None))
     lut = torch.tensor(cmap.model_lookup(task.class_names) + [-1])  # last entry: guard
     dev = torch.device(device) if device is not None else next((p.device for p in task.parameters()), torch.device("cpu"))
     preds: list[ImageBoxes] = []
     gts: list[ImageBoxes] = []
-    paths: list[str] = []
     n_total = len(samples_or_dataset) if hasattr(samples_or_dataset, "__len__") else None  # type: ignore[arg-type]
     if limit is not None and n_total is not None:
         n_total = min(n_total, limit)
@@ -88,23 +161,22 @@ def evaluate_detection(
     for idx, s in enumerate(it):
         if limit is not None and idx >= limit:
             break
-        image = apply_degradation(degrade, s.image, seed + idx if degrade is not None else None)
-        boxes, scores, labels, _ = predict_original(task, image, pipeline, img_size, letterbox_mode,
-                                                    conf_thres, iou_thres, max_det, multi_label, dev)
+        image = degrade_photo(degrade, s.image, seed + idx, quantize)
+        image = run_stages(pipeline, image, dev, quantize)
+        boxes, scores, labels = detect_photo(task, image, protocol, dev)
         ev = lut[labels] if len(labels) else labels
         keep = ev >= 0
         preds.append(ImageBoxes(boxes[keep], ev[keep], scores[keep]))
         glab = torch.tensor([cmap.index(n, "dataset") for n in s.names], dtype=torch.long)
         gk = glab >= 0
         gts.append(ImageBoxes(s.boxes.float()[gk], glab[gk], difficult=s.difficult[gk]))
-        paths.append(s.path)
     seconds = time.perf_counter() - t0
     voc = voc_detection_ap(preds, gts, cmap.classes, iou_thres=ap_iou, use_11_point=voc_11_point)
     if coco and coco_backend() is None:  # an extra column: its optional dependency must not stop a run
         warnings.warn("COCO-style AP skipped: pycocotools is not installed (pip install 'taskbridge[coco]'); "
                       "VOC mAP50 is unaffected", stacklevel=2)
         coco = False
-    result = {
+    return {
         "kind": "detection",
         "num_images": len(preds),
         "map50": voc["map"],
@@ -112,9 +184,8 @@ def evaluate_detection(
         "coco": coco_detection_ap(preds, gts, cmap.classes, max_det) if coco and preds else None,
         "settings": {
             "task": getattr(task, "name", type(task).__name__),
-            "img_size": img_size, "letterbox": letterbox_mode, "letterbox_pad": "114/255",
-            "stride": int(getattr(task, "stride", 32)),
-            "conf_thres": conf_thres, "nms_iou": iou_thres, "max_det": max_det, "multi_label": multi_label,
+            **protocol.settings(),
+            "stride": int(getattr(task, "stride", 32)), "stages_at": "native resolution",
             "ap_iou": ap_iou, "ap_definition": voc["ap_definition"], "difficult": "ignored (neither TP nor FP)",
             "class_map": cmap.to_dict(), "pipeline": getattr(pipeline, "describe", lambda: repr(pipeline))()
             if pipeline is not None else None,
@@ -122,4 +193,3 @@ def evaluate_detection(
         },
         "seconds": round(seconds, 2),
     }
-    return result

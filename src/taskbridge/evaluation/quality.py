@@ -4,8 +4,9 @@ The degraded images are synthesised exactly as `evaluate_detection` / `evaluate_
 do (same reader, same `seed + index` / `seed + batch` seeding), so the scored images are the ones
 the task saw. PSNR and SSIM need the clean image and are only computed when `degrade` synthesised
 the degraded one; NIQE (no reference) is computed whenever an image is large enough for it.
-Detection images are scored at their original resolution (the pipeline runs on the un-letterboxed
-image), classification images at their native size.
+Detection photos are scored at their native resolution, after the image stages and the 8-bit
+quantisation of the detection protocol (the image the detector's letterbox starts from);
+classification images at their native size, as the classifier sees them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import torch
 from torch import Tensor
 
 from taskbridge.data.io import read_image
+from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation.datasets import ClassificationArrays, DetectionFolder
-from taskbridge.evaluation.detection import apply_degradation
-from taskbridge.evaluation.pipeline import run_degradation
+from taskbridge.evaluation.detection import degrade_photo, run_stages
 from taskbridge.metrics.niqe import PATCH as NIQE_MIN_SIZE
 from taskbridge.metrics.quality import NIQE, PSNR, SSIM
 
@@ -134,8 +135,8 @@ def evaluate_quality(
             idx = tqdm(idx, desc="quality", unit="img")
         for i in idx:  # type: ignore[union-attr]
             clean = read_image(dataset.items[i][0])  # the reader DetectionFolder.__getitem__ uses
-            x = apply_degradation(degrade, clean, seed + i if degrade is not None else None)
-            scores.add(_run(pipeline, x[None], dev), clean[None])
+            x = run_stages(pipeline, degrade_photo(degrade, clean, seed + i), dev)
+            scores.add(x[None].float().cpu(), clean[None])
     else:
         raise TypeError(
             f"evaluate_quality: expected a DetectionFolder or ClassificationArrays, got {type(dataset).__name__}"
@@ -145,7 +146,7 @@ def evaluate_quality(
         "kind": kind,
         "settings": {
             "resolution": resolution,
-            "pipeline_input": "the degraded image at its own size (detection: not letterboxed)",
+            "pipeline_input": "the degraded image at its own size (detection: not letterboxed, 8-bit after the stages)",
             "metrics": scores.settings(),
             "niqe_min_size": NIQE_MIN_SIZE,
             "pipeline": getattr(pipeline, "describe", lambda: repr(pipeline))() if pipeline is not None else None,

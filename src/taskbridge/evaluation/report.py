@@ -88,40 +88,44 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[str], color: 
 
 
 def detection_grid(task, samples: Sequence, pipeline: Callable[[Tensor], Tensor] | None, class_map,
-                   indices: Sequence[int], img_size: int = 640, conf: float = 0.25, letterbox_mode: str = "min",
-                   tile: int = 320, degrade: Callable | None = None, seed: int = 0) -> Tensor:
-    """Rows = images; columns = degraded input with its detections, then pipeline output with its detections.
+                   indices: Sequence[int], protocol=None, conf: float = 0.25, tile: int = 320,
+                   degrade: Callable | None = None, seed: int = 0) -> Tensor:
+    """Rows = images; columns = degraded input with its detections, then the pipeline's output with its detections.
 
-    Boxes above `conf` are drawn in each column's own input (letterboxed, then resized to `tile`);
+    Each column is what the detector saw under `protocol` (the evaluation's `DetectionProtocol`):
+    boxes above `conf` are drawn on the letterboxed input, then the picture is resized to `tile`;
     ground-truth boxes of the evaluated classes are drawn thin in green.
     """
+    import dataclasses
+
     import torch.nn.functional as F
 
+    from taskbridge.data.transforms import letterbox_boxes
     from taskbridge.evaluation.class_map import ClassMap
-    from taskbridge.evaluation.detection import apply_degradation
-    from taskbridge.evaluation.letterbox import letterbox
+    from taskbridge.evaluation.detection import (
+        DetectionProtocol,
+        degrade_photo,
+        detect_letterboxed,
+        run_stages,
+    )
 
+    protocol = dataclasses.replace(protocol or DetectionProtocol(), conf_thres=conf, iou_thres=0.45, max_det=100)
     cmap = ClassMap.from_any(class_map, default=task.class_names)
     lut = cmap.model_lookup(task.class_names)
     tiles = []
     dev = next((p.device for p in task.parameters()), torch.device("cpu"))
     for i in indices:
         s = samples[i]
-        image = apply_degradation(degrade, s.image, seed + i if degrade is not None else None)
-        lb, info = letterbox(image, img_size, int(getattr(task, "stride", 32)), letterbox_mode)
+        image = degrade_photo(degrade, s.image, seed + i)
+        columns = [image] + ([run_stages(pipeline, image, dev)] if pipeline is not None else [])
         gidx = [k for k, n in enumerate(s.names) if cmap.index(n, "dataset") >= 0]
-        gt = info.boxes_to_letterbox(s.boxes[gidx]) if gidx else torch.zeros(0, 4)
-        columns = [lb[None].to(dev)]
-        if pipeline is not None:
-            with torch.no_grad():
-                columns.append(pipeline(columns[0]))
         for col, x in enumerate(columns):
-            with torch.no_grad():
-                det = task.predict(x, conf_thres=conf, iou_thres=0.45, max_det=100)[0]
+            det, lb, meta = detect_letterboxed(task, x, protocol, dev)
+            gt = letterbox_boxes(s.boxes[gidx].float(), meta) if gidx else torch.zeros(0, 4)
             ev = [lut[j] for j in det.labels.tolist()]
             keep = [k for k, e in enumerate(ev) if e >= 0]
             names = [f"{cmap.classes[ev[k]]} {float(det.scores[k]):.2f}" for k in keep]
-            pic = draw_detections(x[0].cpu(), det.boxes[keep].cpu(), names, "red" if col == 0 else "orange", gt)
+            pic = draw_detections(lb.cpu(), det.boxes[keep].cpu(), names, "red" if col == 0 else "orange", gt)
             scale = tile / max(pic.shape[-2:])
             size = (max(1, round(pic.shape[-2] * scale)), max(1, round(pic.shape[-1] * scale)))
             pic = F.interpolate(pic[None].float(), size=size, mode="bilinear", antialias=True)[0]

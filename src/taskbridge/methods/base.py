@@ -1,30 +1,43 @@
 """The contract every training objective (VaT, CycleGAN, CUT, FastCUT, ODCR, Hierarchy Flow) follows.
 
-A method owns its trainable networks (translators, discriminators, heads) and any frozen models
-it needs. The engine knows nothing method-specific:
+A method builds its networks from recipe sections through the registries (`translator:`,
+`generator:`, `discriminator:` ... each `{type: name, **options}`, see `build_network`), owns the
+frozen models it needs (restorer, task model) and holds only its objective. The engine knows
+nothing method-specific:
 
 * `optim_groups()` -> ordered {group: parameters}; one optimizer per group, built by the engine
-  from the recipe's `optim.<group>` section (defaults from `default_optim()`).
-* `training_step(batch, step)` -> dict of tensors. For every group it must contain the scalar
-  `loss/<group>`; the engine back-propagates these in group order, stepping that group's
-  optimizer after each (so GAN generator and discriminator updates alternate like the
-  references). Other keys are logged.
-* `translate(images)` -> the inference path A -> B used by evaluation and `taskbridge translate`.
-* `visuals(batch)` -> named image batches for TensorBoard grids (optional).
+  from the recipe's `optim.<group>` section over `default_optim()`.
+* `training_step(batch, step)` -> dict of tensors with the scalar `loss/<group>` for every group;
+  the engine back-propagates them in group order, stepping that group's optimizer after each (GAN
+  generator and discriminator updates alternate like the references). Other keys are logged.
+* `translate(images, reference=None)` -> the inference path A -> B on [B, 3, H, W] in [0, 1];
+  `reference` is a style/reference image for methods with `uses_reference` (Hierarchy Flow).
+* `owned_restorer()` -> the frozen restorer the method applies inside `translate` (VaT), so
+  inference and evaluation never run a restorer twice.
+* `visuals(batch)` -> named image batches for image grids; `callbacks()` -> training callbacks
+  (EMA copies, statistics; `taskbridge.callbacks`); `training_state()` / `load_training_state()`
+  -> state outside the state dict that exact resume needs (CycleGAN's image pools).
 
 All parameters exist after `__init__` (no lazy layers), so DDP and optimizers see all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
+from taskbridge.callbacks import Callback
+
 
 class Method(nn.Module):
-    #: translator(s) saved for inference, by attribute name
+    #: networks saved for inference, by attribute name
     inference_modules: tuple[str, ...] = ()
+    #: submodules left out of checkpoints (None: every submodule whose parameters are all frozen)
+    frozen_modules: tuple[str, ...] | None = None
+    #: whether `translate` takes a reference (style) image
+    uses_reference: bool = False
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError
@@ -36,8 +49,27 @@ class Method(nn.Module):
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def translate(self, images: Tensor) -> Tensor:
+    def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def owned_restorer(self) -> nn.Module | None:
+        """The restorer `translate` applies itself (None when it applies none, or only the identity)."""
+        return None
 
     def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         return {}
+
+    def callbacks(self) -> list[Callback]:
+        return []
+
+    def training_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what `training_state` returned."""
+
+
+def check_no_reference(method: Method, reference: Tensor | None) -> None:
+    """One line for a reference image given to a method that has no use for one."""
+    if reference is not None:
+        raise ValueError(f"{type(method).__name__} translates without a reference image; drop --reference")

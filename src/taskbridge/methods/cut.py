@@ -2,7 +2,9 @@
 
 L_G = lambda_GAN * LSGAN(D(G(A))) + lambda_NCE * NCE, where NCE = PatchNCE(A, G(A)) or, with
 identity NCE (CUT), 1/2 (PatchNCE(A, G(A)) + PatchNCE(B, G(B))). L_D = 1/2 (real + fake) on the
-current fake (no image pool). Heads are created in `__init__` from the generator's tap channels.
+current fake (no image pool). Networks come from the recipe's `generator:` (default: anti-aliased
+ResNet-9; it must expose named feature taps) and `discriminator:` (anti-aliased PatchGAN) sections;
+PatchNCE heads are created in `__init__` from the generator's tap channels.
 
 Presets (registered names): `cut` = identity NCE, lambda_NCE 1; `fastcut` = no identity NCE,
 lambda_NCE 10, flip-equivariance augmentation.
@@ -13,60 +15,35 @@ forward); the reference steps D first. D's loss uses detached fakes and its own 
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from taskbridge.methods.base import Method
-from taskbridge.methods.gan_losses import check_gan_mode, discriminator_gan_loss, generator_gan_loss
-from taskbridge.methods.patchnce import PatchNCE
-from taskbridge.registry import METHODS
-from taskbridge.translators.layers import init_weights
-from taskbridge.translators.patchgan import PatchGAN
-from taskbridge.translators.resnet_generator import CUT_TAPS, ResnetGenerator
+from taskbridge.config import ConfigError
+from taskbridge.losses.gan import GANLoss
+from taskbridge.losses.patchnce import PatchNCE
+from taskbridge.methods.base import Method, check_no_reference
+from taskbridge.methods.common import (
+    ADAM_GAN,
+    build_network,
+    frozen,
+    network_section,
+    to_range,
+    to_unit,
+    unpaired_inputs,
+    with_defaults,
+)
+from taskbridge.modules.layers import init_weights
+from taskbridge.registry import DISCRIMINATORS, METHODS, TRANSLATORS
+from taskbridge.translators.base import FeatureTaps, value_range
+from taskbridge.translators.resnet_generator import CUT_TAPS
 
-ADAM_GAN = {"type": "adam", "lr": 2e-4, "betas": [0.5, 0.999]}
-
-
-def to_signed(x: Tensor) -> Tensor:
-    """[0, 1] images -> the generators' [-1, 1]."""
-    return x * 2.0 - 1.0
-
-
-def to_unit(x: Tensor) -> Tensor:
-    """[-1, 1] -> [0, 1] images."""
-    return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
-
-
-def unpaired_inputs(batch: dict[str, Any], who: str) -> tuple[Tensor, Tensor]:
-    """Check the unpaired batch {'A': [B,3,H,W], 'B': [B,3,H,W]} and map it to [-1, 1]."""
-    out = []
-    for key in ("A", "B"):
-        if key not in batch:
-            raise KeyError(f"{who}: batch has no '{key}' images (keys: {', '.join(map(str, batch))})")
-        x = batch[key]
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{who}: batch['{key}'] must be a [B, 3, H, W] tensor in [0, 1], got {shape}")
-        out.append(to_signed(x))
-    return out[0], out[1]
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """No gradients into `module`'s parameters (the generator's pass through D), restored after."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+GENERATOR = {"type": "resnet-generator", "ngf": 64, "n_blocks": 9, "norm": "instance", "antialias": True,
+             "init": "xavier", "init_gain": 0.02}
+DISCRIMINATOR = {"type": "patchgan", "ndf": 64, "n_layers": 3, "norm": "instance", "antialias": True,
+                 "init": "xavier", "init_gain": 0.02}
 
 
 class CUT(Method):
@@ -76,14 +53,8 @@ class CUT(Method):
 
     def __init__(
         self,
-        ngf: int = 64,
-        ndf: int = 64,
-        n_blocks: int = 9,
-        n_layers_D: int = 3,
-        norm: str = "instance",
-        antialias: bool = True,
-        init: str = "xavier",
-        init_gain: float = 0.02,
+        generator: dict[str, Any] | None = None,
+        discriminator: dict[str, Any] | None = None,
         gan_mode: str = "lsgan",
         lambda_gan: float = 1.0,
         lambda_nce: float = 1.0,
@@ -93,24 +64,27 @@ class CUT(Method):
         nce_T: float = 0.07,
         netF_nc: int = 256,
         use_mlp: bool = True,
+        head_init: str = "xavier",
+        head_init_gain: float = 0.02,
         flip_equivariance: bool = False,
     ) -> None:
         super().__init__()
-        self.gan_mode = check_gan_mode(gan_mode)
+        self.gan = GANLoss(gan_mode)
         self.lambda_gan = float(lambda_gan)
         self.lambda_nce = float(lambda_nce)
         self.nce_idt = bool(nce_idt)
         self.flip_equivariance = bool(flip_equivariance)
-        self.G = ResnetGenerator(
-            ngf=ngf, n_blocks=n_blocks, norm=norm, antialias=antialias, init=init, init_gain=init_gain
-        )
-        self.D = PatchGAN(
-            ndf=ndf, n_layers=n_layers_D, norm=norm, antialias=antialias, init=init, init_gain=init_gain
-        )
+        self.G = build_network(TRANSLATORS, generator, GENERATOR, "method.generator")
+        self.D = build_network(DISCRIMINATORS, discriminator, DISCRIMINATOR, "method.discriminator")
+        if not isinstance(self.G, FeatureTaps):
+            raise ConfigError(f"method.generator: {type(self).__name__} reads named features of its generator "
+                              f"(PatchNCE); '{network_section(generator, GENERATOR)['type']}' has none "
+                              "(use resnet-generator)")
+        self.range = value_range(self.G)
         self.nce_layers = tuple(nce_layers)
         self.G.check_taps(self.nce_layers)
         self.nce = self._make_nce([self.G.tap_channels[t] for t in self.nce_layers], num_patches, nce_T, netF_nc, use_mlp)
-        self._init_heads(init, init_gain)
+        self._init_heads(head_init, head_init_gain)
 
     # -- pieces ODCR overrides ------------------------------------------------------------
     def _make_nce(self, channels: list[int], num_patches: int, tau: float, nc: int, use_mlp: bool) -> PatchNCE:
@@ -153,8 +127,8 @@ class CUT(Method):
 
     def _gan_terms(self, fake_B: Tensor, real_B: Tensor) -> tuple[Tensor, Tensor]:
         with frozen(self.D):
-            loss_gan = generator_gan_loss(self.D(fake_B), self.gan_mode)
-        loss_D = discriminator_gan_loss(self.D(real_B), self.D(fake_B.detach()), self.gan_mode)
+            loss_gan = self.gan.generator(self.D(fake_B))
+        loss_D = self.gan.discriminator(self.D(real_B), self.D(fake_B.detach()))
         return loss_gan, loss_D
 
     # -- Method contract -----------------------------------------------------------------
@@ -166,7 +140,7 @@ class CUT(Method):
         return {"G": dict(ADAM_GAN), "D": dict(ADAM_GAN)}
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        real_A, real_B = unpaired_inputs(batch, type(self).__name__)
+        real_A, real_B = unpaired_inputs(batch, type(self).__name__, self.range)
         fake_B, idt_B, src_A, src_B, flipped = self._translate_train(real_A, real_B, self.nce_idt)
         loss_gan, loss_D = self._gan_terms(fake_B, real_B)
         out: dict[str, Tensor] = {}
@@ -183,34 +157,17 @@ class CUT(Method):
         out.update({"loss/G": loss_G, "loss/D": loss_D, "G/gan": loss_gan.detach()})
         return out
 
-    def translate(self, images: Tensor) -> Tensor:
-        return to_unit(self.G(to_signed(images)))
+    def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
+        check_no_reference(self, reference)
+        return to_unit(self.G(to_range(images, self.range)), self.range)
 
     @torch.no_grad()
     def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        real_A, real_B = unpaired_inputs(batch, type(self).__name__)
-        vis = {"real_A": to_unit(real_A), "fake_B": to_unit(self.G(real_A)), "real_B": to_unit(real_B)}
+        real_A, real_B = unpaired_inputs(batch, type(self).__name__, self.range)
+        vis = {"real_A": real_A, "fake_B": self.G(real_A), "real_B": real_B}
         if self.nce_idt:
-            vis["idt_B"] = to_unit(self.G(real_B))
-        return vis
-
-
-def with_defaults(cls: type, doc: str, **defaults: Any) -> type:
-    """A preset subclass whose constructor signature shows the preset's defaults (so
-    `METHODS.create` validates keywords and `taskbridge list` documents them)."""
-    base_sig = inspect.signature(cls.__init__)
-    bad = set(defaults) - set(base_sig.parameters)
-    if bad:
-        raise TypeError(f"unknown preset keys {bad}")
-
-    def __init__(self: Any, **kwargs: Any) -> None:
-        cls.__init__(self, **{**defaults, **kwargs})
-
-    params = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in base_sig.parameters.values()]
-    __init__.__signature__ = base_sig.replace(parameters=params)  # type: ignore[attr-defined]
-    sub = type(cls.__name__ + "Preset", (cls,), {"__init__": __init__, "__doc__": doc})
-    sub.__signature__ = base_sig.replace(parameters=params[1:])  # type: ignore[attr-defined]
-    return sub
+            vis["idt_B"] = self.G(real_B)
+        return {k: to_unit(v, self.range) for k, v in vis.items()}
 
 
 FastCUT = with_defaults(

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskbridge.config import build
-from taskbridge.methods.base import Method
-from taskbridge.registry import METHODS, RESTORERS, TASKS
+from taskbridge.methods.base import Method, check_no_reference
+from taskbridge.methods.common import build_network
+from taskbridge.registry import METHODS, RESTORERS, TASKS, TRANSLATORS
 from taskbridge.tasks.base import ClassificationTargets, Detections, DetectionTargets
 from taskbridge.translators.vat import VaTTranslator
 from taskbridge.uncertainty.augment import augment_batch
@@ -42,6 +43,8 @@ from taskbridge.uncertainty.certainty import WEIGHTINGS, background_weight, dete
 from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, sample_clean_share
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
 from taskbridge.uncertainty.pseudo_labels import classification_pseudo_labels, predict_views, union_nms
+
+TRANSLATOR = {"type": "vat", "width": 16, "heads": 2, "expansion": 2.66, "gate_channels": 3, "global_residual": False}
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -95,9 +98,8 @@ class VaT(Method):
         self,
         task: dict[str, Any] | nn.Module,
         restorer: dict[str, Any] | nn.Module | None = None,
-        width: int = 16,
-        gate_channels: int = 3,
-        global_residual: bool = False,
+        translator: dict[str, Any] | None = None,
+        translator_B: dict[str, Any] | None = None,
         use_cycle: bool = True,
         use_mle: bool = True,
         use_gfm: bool = True,
@@ -137,11 +139,17 @@ class VaT(Method):
         self.kind = getattr(self.task, "kind", "")
         if self.kind not in ("detection", "classification"):
             raise ValueError(f"method.task: VaT needs a detection or classification task, got kind '{self.kind}'")
-        # global_residual=False is the reference (no residual, random output at step 0); True starts both
-        # translators at the identity (zero-initialised last conv), which short CPU budgets need.
-        self.T_A = VaTTranslator(6 if use_gfm else 3, width=width, gate_channels=gate_channels,
-                                 global_residual=global_residual)
-        self.T_B = VaTTranslator(3, width=width, global_residual=global_residual)
+        # T_A (gated, 6 channels) and T_B (ungated, the backward cycle) from the `translator:` section
+        # (`translator_B:` for a different T_B). global_residual=False is the reference (random output at
+        # step 0); true starts both at the identity (zero-initialised last conv), which short budgets need.
+        self.T_A = build_network(TRANSLATORS, translator, TRANSLATOR, "method.translator",
+                                 in_channels=6 if use_gfm else 3, gated=use_gfm)
+        self.T_B = build_network(TRANSLATORS, translator_B if translator_B is not None else translator, TRANSLATOR,
+                                 "method.translator_B", in_channels=3, gated=False)
+        for name, net in (("translator", self.T_A), ("translator_B", self.T_B)):
+            if not isinstance(net, VaTTranslator):
+                raise ValueError(f"method.{name}: VaT needs its gated-fusion translator (type vat), got "
+                                 f"{type(net).__name__}")
         self.use_cycle, self.use_mle, self.use_gfm = use_cycle, use_mle, use_gfm
         self.flows = {"fusion": fusion_flow and use_gfm, "translation": translation_flow, "hq": hq_flow}
         self.mixup, self.mixup_alpha, self.mixup_sampler = mixup, mixup_alpha, mixup_sampler
@@ -226,7 +234,13 @@ class VaT(Method):
     def fuse(self, restored: Tensor, degraded: Tensor) -> tuple[Tensor, Tensor]:
         return self.T_A.fuse(restored, degraded)
 
-    def translate(self, images: Tensor) -> Tensor:
+    def owned_restorer(self) -> nn.Module | None:
+        from taskbridge.restorers.identity import Identity
+
+        return None if isinstance(self.restorer, Identity) else self.restorer
+
+    def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
+        check_no_reference(self, reference)
         restored = self.restore(images)
         out = self.T_A(restored, images) if self.use_gfm else self.T_A(restored)
         return out.clamp(0, 1)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from taskbridge.modules.layers import BlurPool2d, BlurUpsample2d, init_weights, make_norm
 from taskbridge.registry import TRANSLATORS
-from taskbridge.translators.layers import BlurPool2d, BlurUpsample2d, init_weights, make_norm
 
 #: the CUT default taps (reference ids 0, 4, 8, 12, 16 with anti-aliasing)
 CUT_TAPS: tuple[str, ...] = ("pad_in", "down1_conv", "down2_conv", "block1", "block5")

@@ -93,6 +93,8 @@ class VaTTranslator(nn.Module):
     ``forward(restored, degraded)`` (gated model), or a 3-channel image (ungated model).
     """
 
+    value_range: tuple[float, float] = (0.0, 1.0)
+
     def __init__(
         self,
         in_channels: int | None = None,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ... import hub
-from ...data.transforms import letterbox, unletterbox_boxes
+from ...data.transforms import letterbox, scale_boxes
 from ...registry import TASKS
 from ..base import Detections, DetectionTargets, DetectionTask
 from ..nms import non_max_suppression
@@ -89,7 +89,7 @@ class YOLOv5Task(DetectionTask):
                 raise ValueError(f"predict_images expects CHW tensors, got shape {tuple(img.shape)}")
             boxed, meta = letterbox(img, size, stride=self.stride, auto=True)
             det = self.predict(boxed[None], conf_thres, iou_thres, max_det, multi_label, return_features)[0]
-            det.boxes = unletterbox_boxes(det.boxes, meta)
+            det.boxes = scale_boxes(det.boxes, tuple(boxed.shape[-2:]), meta.orig_size)
             out.append(det)
         return out
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from taskbridge.registry import LOSSES
+
 
 def l2_normalize(x: Tensor, eps: float = 1e-7) -> Tensor:
     """x / (||x||_2 + eps) over the last dimension (the reference's Normalize)."""
@@ -84,6 +86,7 @@ def patch_nce_loss(q: Tensor, k: Tensor, tau: float = 0.07) -> Tensor:
     return torch.logsumexp(logits, dim=-1) - logits[..., 0]
 
 
+@LOSSES.register("patchnce")
 class PatchNCE(nn.Module):
     """Multilayer PatchNCE between source features and features of the translated image.
 

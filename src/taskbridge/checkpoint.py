@@ -12,6 +12,9 @@ A checkpoint is written into a temporary sibling directory and renamed into plac
 never leaves a half-written checkpoint under a valid name. `checkpoints/LAST` names the newest
 one; `checkpoints/best/` is the one chosen on the validation split (its `meta.json` says by which
 split, metric and mode). Nothing is unpickled on load.
+
+This module knows the file format only; the engine writes checkpoints while training and
+`taskbridge.inference` rebuilds a trained run from one.
 """
 
 from __future__ import annotations
@@ -252,47 +255,3 @@ def prune_checkpoints(ckpt_root: Path, keep_last: int) -> None:
     steps = sorted(d for d in ckpt_root.glob("step_*") if d.is_dir())
     for d in steps[:-keep_last]:
         shutil.rmtree(d, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- inference
-
-
-class Translator(nn.Module):
-    """Inference wrapper: forward maps degraded [B,3,H,W] in [0,1] to the method's translation."""
-
-    def __init__(self, method: nn.Module, meta: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self.method = method
-        self.meta = dict(meta or {})
-
-    @torch.no_grad()
-    def forward(self, images: Tensor) -> Tensor:
-        return self.method.translate(images)
-
-
-def build_method_from_config(config: Mapping[str, Any]) -> nn.Module:
-    from taskbridge.config import build
-    from taskbridge.registry import METHODS
-
-    if "method" not in config:
-        raise CheckpointError("checkpoint config has no 'method' section")
-    return build(METHODS, config["method"], "method")
-
-
-def load_translator(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", prefer: str = "best"
-) -> Translator:
-    """Rebuild the method from a checkpoint's config, load its trained weights, return the translator.
-
-    Frozen parts (restorer, task model) are rebuilt from the weights hub by the method's own
-    constructor; only trainable state is read from the checkpoint. `prefer` chooses between
-    `best` and `last` when `path` is a run or `checkpoints/` folder.
-    """
-    directory = resolve_checkpoint(path, prefer=prefer)
-    meta = read_meta(directory)
-    method = build_method_from_config(meta.get("config", {}))
-    model = _read_model(directory, meta.get("model_extra", {}) or {})
-    load_trainable_state(method, model, str(directory))
-    info = {k: meta.get(k) for k in ("step", "epoch", "name", "selected_by")}
-    info["path"] = str(directory)
-    return Translator(method, info).to(device).eval()

@@ -7,7 +7,9 @@ softplus(-x) for the generator, the same BCE for the discriminator (CUT's option
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from taskbridge.registry import LOSSES
 
 GAN_MODES = ("lsgan", "vanilla", "nonsaturating")
 
@@ -35,3 +37,21 @@ def generator_gan_loss(pred_fake: Tensor, mode: str = "lsgan") -> Tensor:
 def discriminator_gan_loss(pred_real: Tensor, pred_fake: Tensor, mode: str = "lsgan") -> Tensor:
     """1/2 (real + fake), as in both references (slows D relative to G)."""
     return 0.5 * (gan_loss(pred_real, True, mode) + gan_loss(pred_fake, False, mode))
+
+
+@LOSSES.register("gan")
+class GANLoss(nn.Module):
+    """Adversarial loss of one mode: `generator(pred_fake)` and `discriminator(pred_real, pred_fake)`."""
+
+    def __init__(self, mode: str = "lsgan") -> None:
+        super().__init__()
+        self.mode = check_gan_mode(mode)
+
+    def generator(self, pred_fake: Tensor) -> Tensor:
+        return generator_gan_loss(pred_fake, self.mode)
+
+    def discriminator(self, pred_real: Tensor, pred_fake: Tensor) -> Tensor:
+        return discriminator_gan_loss(pred_real, pred_fake, self.mode)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"

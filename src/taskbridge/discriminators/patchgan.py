@@ -1,18 +1,19 @@
 """70x70 PatchGAN discriminator (CycleGAN `basic`, REFERENCE 2.1/4), optionally anti-aliased (CUT).
 
-Not registered as a translator (it maps images to a patch score map, not to images); methods
-build it directly. 2.765 M parameters at ndf 64, 3 layers.
+Registered as discriminator `patchgan`; 2.765 M parameters at ndf 64, 3 layers.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from taskbridge.translators.layers import BlurPool2d, init_weights, make_norm
+from taskbridge.modules.layers import BlurPool2d, init_weights, make_norm
+from taskbridge.registry import DISCRIMINATORS
 
 
+@DISCRIMINATORS.register("patchgan")
 class PatchGAN(nn.Module):
-    """4x4 convs ndf-2ndf-4ndf-8ndf-1, LeakyReLU 0.2, no norm on the first layer.
+    """70x70 PatchGAN: 4x4 convs ndf-2ndf-4ndf-8ndf-1, LeakyReLU 0.2, no norm on the first layer.
 
     With `antialias` each stride-2 conv becomes stride 1 followed by a blur-pool (CUT).
     Outputs raw scores (no sigmoid): LSGAN and BCE-with-logits both take them.

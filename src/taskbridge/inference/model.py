@@ -1,0 +1,81 @@
+"""`InferenceModel`: a trained method as one inference stage that says what it owns.
+
+It owns the method's translator and, for methods such as VaT, the frozen restorer the method
+applies inside `translate` (so nothing outside may apply it again). Photos of any size are
+translated at a working size (the run's `inference.working_size`, e.g. VaT's training size) as the
+VaT evaluation does it (REFERENCE 1.9): the photo is resized (square, aspect not kept, as in
+training), translated, and in residual mode the change r = T(x_s) - x_s is upsampled bilinearly
+and added to the full-resolution photo, so its detail survives; without residual mode the output
+itself is upsampled. `working_size=None` translates at the photo's own resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def as_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    if size is None or size == 0:
+        return None
+    if isinstance(size, int):
+        return size, size
+    h, w = (int(v) for v in size)
+    return h, w
+
+
+class InferenceModel(nn.Module):
+    """`translate(images, reference=None)`: [B, 3, H, W] photos in [0, 1] -> translated photos of the same size."""
+
+    def __init__(self, method: nn.Module, working_size: int | tuple[int, int] | None = None, residual: bool = True,
+                 meta: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.method = method
+        self.working_size = as_size(working_size)
+        self.residual = bool(residual)
+        self.meta = dict(meta or {})
+
+    @property
+    def restorer(self) -> nn.Module | None:
+        """The restorer this model applies itself (None if it applies none)."""
+        return self.method.owned_restorer()
+
+    def owns(self) -> dict[str, Any]:
+        """What this stage does to a photo, for result files and error messages."""
+        restorer = self.restorer
+        return {
+            "stage": "translator",
+            "method": self.meta.get("method") or type(self.method).__name__,
+            "restorer": None if restorer is None else getattr(restorer, "name", type(restorer).__name__),
+            "working_size": list(self.working_size) if self.working_size else "native resolution",
+            "residual": self.residual if self.working_size else None,
+            **{k: self.meta[k] for k in ("path", "step", "selected_by") if k in self.meta},
+        }
+
+    describe = owns
+
+    @torch.no_grad()
+    def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
+        if reference is not None and not getattr(self.method, "uses_reference", False):
+            raise ValueError(f"{self.owns()['method']} translates without a reference image; drop --reference")
+        kwargs = {"reference": reference} if reference is not None else {}
+        if self.working_size is None:
+            return self.method.translate(images, **kwargs).clamp(0, 1)
+        full = tuple(images.shape[-2:])
+        small = _resize(images, self.working_size)
+        out = self.method.translate(small, **kwargs).clamp(0, 1)
+        if self.residual:
+            return (images + _resize(out - small, full)).clamp(0, 1)
+        return _resize(out, full).clamp(0, 1)
+
+    def forward(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
+        return self.translate(images, reference)
