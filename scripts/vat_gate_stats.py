@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from taskbridge.checkpoint import read_meta, resolve_checkpoint
 from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
-from taskbridge.checkpoint import read_meta, resolve_checkpoint
-from taskbridge.inference.load import build_method
 from taskbridge.inference import load_inference_model
+from taskbridge.inference.load import build_method
 
 
 def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:

@@ -40,11 +40,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from err
         typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted", "resumed_from")}, indent=1))
-        if report and trainer.validator is not None and not result.get("interrupted"):
+        if report and trainer.validation is not None and not result.get("interrupted"):
             from taskbridge.engine.report import compare_on_validation, format_table
 
             rows = compare_on_validation(trainer)
-            split = trainer.selection.split or "validation"
+            split = trainer.validation.split or "validation"
             table = format_table(rows, title=f"before / after on the {split} split (selection split, not test):")
             typer.echo(table)
             (trainer.output_dir / "report.json").write_text(json.dumps(rows, indent=1))

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
         from taskbridge.checkpoint import CheckpointError
         from taskbridge.data.io import list_images, save_image, try_read_image
-        from taskbridge.engine.trainer import resolve_device
+        from taskbridge.engine.device import resolve_device
         from taskbridge.inference import load_inference_model
 
         if prefer not in ("best", "last"):

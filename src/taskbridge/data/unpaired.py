@@ -38,7 +38,14 @@ def _seed_of(*parts: int) -> int:
     return s
 
 
-class UnpairedDataset(Dataset):
+class EpochDataset(Dataset):
+    """A training set the trainer tells which epoch it is in (new pairings, crops); `set_epoch` may do nothing."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each epoch is iterated."""
+
+
+class UnpairedDataset(EpochDataset):
     """{"A", "B", "A_path", "B_path"} with a seeded A<->B pairing that changes every epoch.
 
     Per image: optional resize to `resize` ((h, w) or an int for a square, aspect not kept, as

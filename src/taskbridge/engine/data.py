@@ -30,17 +30,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from taskbridge.config import ConfigError
-
-FOLDER_KEYS = {"source", "root", "train_A", "train_B", "val_A", "split", "degrade_A", "size", "resize", "crop", "flip",
-               "keep_aspect", "repair_each_epoch", "batch_size", "num_workers", "shuffle", "on_error"}
-NPZ_KEYS = {"source", "root", "path", "split", "degradation", "flip", "batch_size", "num_workers", "shuffle",
-            "repair_each_epoch"}
+from taskbridge.data.unpaired import EpochDataset
+from taskbridge.run_config import CifarData, FoldersData, parse_data
 
 
-def data_root(cfg: dict[str, Any]) -> Path:
+def data_root(cfg: FoldersData | CifarData) -> Path:
     from taskbridge.data.root import data_root as _root
 
-    return _root(cfg.get("root"))
+    return _root(cfg.root)
 
 
 def resolve_source(spec: Any, root: Path, where: str) -> list[Path]:
@@ -75,82 +72,67 @@ class DataPlan:
     source: str
     train: Dataset
     collate: Callable[[list[Any]], Any] | None
+    root: Path  # where relative paths of the data (and of val.data) point
     val_files: list[Path] | None = None  # folder source: held-out A files
     val_arrays: Any = None  # cifar source: ClassificationArrays of the val pool (clean, labelled)
     degradation: Any = None  # cifar source: the module that made A (validation degrades with it too)
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_data(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) -> DataPlan:
-    source = str(cfg.get("source", "folders"))
-    if source == "folders":
-        return _plan_folders(cfg, seed, output_dir)
-    if source == "cifar_npz":
+def plan_data(cfg: FoldersData | CifarData | dict[str, Any], seed: int, output_dir: Path | None = None) -> DataPlan:
+    """The training set (and held-out parts) of a `data:` section (validated here when given as a mapping)."""
+    if not isinstance(cfg, (FoldersData, CifarData)):
+        cfg = parse_data(cfg)
+    if isinstance(cfg, CifarData):
         return _plan_cifar(cfg, seed, output_dir)
-    raise ConfigError(f"data.source: unknown '{source}'; one of folders, cifar_npz")
+    return _plan_folders(cfg, seed, output_dir)
 
 
-def _check_keys(cfg: dict[str, Any], allowed: set[str], source: str) -> None:
-    """A key set to null counts as absent: a recipe can unset what a `base:` parent set for another source."""
-    unknown = sorted(k for k, v in cfg.items() if v is not None and k not in allowed)
-    if unknown:
-        raise ConfigError(f"data: unknown key(s) {', '.join(unknown)} for source '{source}'; accepted: {', '.join(sorted(allowed))}")
-
-
-def _plan_folders(cfg: dict[str, Any], seed: int, output_dir: Path | None) -> DataPlan:
+def _plan_folders(cfg: FoldersData, seed: int, output_dir: Path | None) -> DataPlan:
     from taskbridge.data.splits import load_or_create_split, split_paths
     from taskbridge.data.unpaired import UnpairedDataset, unpaired_collate
 
-    _check_keys(cfg, FOLDER_KEYS, "folders")
     root = data_root(cfg)
-    a_files = resolve_source(cfg.get("train_A"), root, "train_A")
-    b_files = resolve_source(cfg.get("train_B"), root, "train_B")
+    a_files = resolve_source(cfg.train_A, root, "train_A")
+    b_files = resolve_source(cfg.train_B, root, "train_B")
     val_files = None
     info: dict[str, Any] = {"root": str(root)}
-    split = cfg.get("split")
-    if split:
-        if cfg.get("val_A"):
+    if cfg.split is not None:
+        if cfg.val_A:
             raise ConfigError("data: give either split (carve val out of train_A) or val_A, not both")
-        split = dict(split)
-        fractions = dict(split.pop("fractions", {"train": 0.8, "val": 0.2}))
-        s_seed = int(split.pop("seed", seed))
-        file = split.pop("file", None)
-        if split:
-            raise ConfigError(f"data.split: unknown key(s) {', '.join(sorted(split))}; accepted: fractions, seed, file")
+        fractions = dict(cfg.split.fractions or {"train": 0.8, "val": 0.2})
+        s_seed = cfg.split.seed if cfg.split.seed is not None else seed
         if "train" not in fractions or "val" not in fractions:
             raise ConfigError(f"data.split.fractions needs 'train' and 'val' parts, got {fractions}")
         a_root = Path(os.path.commonpath([str(f.parent) for f in a_files]))
-        path = Path(file) if file else (output_dir or Path(".")) / "split_A.json"
+        path = Path(cfg.split.file) if cfg.split.file else (output_dir or Path(".")) / "split_A.json"
         parts = split_paths(load_or_create_split(path, a_files, fractions, s_seed, root=a_root), a_root)
         a_files, val_files = parts["train"], parts["val"]
         if not a_files or not val_files:
             raise ConfigError(f"data.split: fractions {fractions} leave an empty train or val part of {len(a_files) + len(val_files or [])} A images")
         info["split_file"] = str(path)
-    elif cfg.get("val_A"):
-        val_files = resolve_source(cfg.get("val_A"), root, "val_A")
+    elif cfg.val_A:
+        val_files = resolve_source(cfg.val_A, root, "val_A")
         overlap = {f.resolve() for f in val_files} & {f.resolve() for f in a_files}
         if overlap:
             raise ConfigError(f"data: val_A and train_A share {len(overlap)} file(s), e.g. {sorted(overlap)[0]}")
-    size = cfg.get("size", 256)
-    ds = UnpairedDataset(
-        a_files, b_files, size=size, resize=cfg.get("resize"), crop=str(cfg.get("crop", "random")),
-        flip=bool(cfg.get("flip", False)), seed=seed, on_error=str(cfg.get("on_error", "skip")),
-        keep_aspect=bool(cfg.get("keep_aspect", False)), repair_each_epoch=bool(cfg.get("repair_each_epoch", True)),
+    ds: Dataset = UnpairedDataset(
+        a_files, b_files, size=cfg.size, resize=cfg.resize, crop=cfg.crop, flip=cfg.flip, seed=seed,
+        on_error=cfg.on_error, keep_aspect=cfg.keep_aspect, repair_each_epoch=cfg.repair_each_epoch,
     )
     info.update(train_A=len(a_files), train_B=len(b_files), val_A=len(val_files) if val_files else 0)
     degradation = None
-    if cfg.get("degrade_A") is not None:
+    if cfg.degrade_A is not None:
         from taskbridge.config import build
         from taskbridge.registry import DEGRADATIONS
 
-        degradation = build(DEGRADATIONS, cfg["degrade_A"], "data.degrade_A")
+        degradation = build(DEGRADATIONS, cfg.degrade_A, "data.degrade_A")
         ds = DegradedA(ds, degradation, seed)
         info["degrade_A"] = repr(degradation)
-    ds.sizes = info  # type: ignore[attr-defined]  # shown in the run summary
-    return DataPlan("folders", ds, unpaired_collate, val_files=val_files, degradation=degradation, info=info)
+    return DataPlan("folders", ds, unpaired_collate, root, val_files=val_files, degradation=degradation, info=info)
 
 
-class DegradedA(Dataset):
+class DegradedA(EpochDataset):
     """Degrades the A side of an `UnpairedDataset` item; the seed depends on the A file only."""
 
     def __init__(self, base: Dataset, degradation: Callable[..., Any], seed: int) -> None:
@@ -159,7 +141,10 @@ class DegradedA(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getattr__(self, name: str) -> Any:  # set_epoch, pair_indices, files ... of the wrapped set
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:  # pair_indices, files ... of the wrapped set
         if name == "base":
             raise AttributeError(name)
         return getattr(self.base, name)
@@ -175,7 +160,7 @@ class DegradedA(Dataset):
         return item
 
 
-class UnpairedTensors(Dataset):
+class UnpairedTensors(EpochDataset):
     """In-memory unpaired A/B images with the same pairing rule as `UnpairedDataset`:
     item i of epoch e = (A[i mod |A|], B[perm_e[i mod |B|]]), perm_e drawn from (seed, e)."""
 
@@ -206,27 +191,24 @@ class UnpairedTensors(Dataset):
         return {"A": a, "B": b, "A_path": f"A[{ia}]", "B_path": f"B[{ib}]"}
 
 
-def _plan_cifar(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) -> DataPlan:
+def _plan_cifar(cfg: CifarData, seed: int, output_dir: Path | None = None) -> DataPlan:
     from taskbridge.config import build
     from taskbridge.data.splits import split_indices
     from taskbridge.data.unpaired import unpaired_collate
     from taskbridge.evaluation.datasets import ClassificationArrays, load_cifar_npz
     from taskbridge.registry import DEGRADATIONS
 
-    _check_keys(cfg, NPZ_KEYS, "cifar_npz")
     root = data_root(cfg)
-    if not cfg.get("path"):
-        raise ConfigError("data.path: missing (the .npz file, relative to data.root)")
-    path = Path(str(cfg["path"]))
+    path = Path(cfg.path)
     path = path if path.is_absolute() else root / path
     if not path.exists():
         raise ConfigError(f"data.path: {path} does not exist (relative to data.root={root})")
     arrays = load_cifar_npz(path)
-    split = dict(cfg.get("split") or {})
-    fractions = dict(split.pop("fractions", {"A": 0.4, "B": 0.4, "val": 0.2}))
-    s_seed = int(split.pop("seed", seed))
-    if split:
-        raise ConfigError(f"data.split: unknown key(s) {', '.join(sorted(split))}; accepted: fractions, seed")
+    split = cfg.split
+    fractions = dict((split.fractions if split is not None else None) or {"A": 0.4, "B": 0.4, "val": 0.2})
+    s_seed = split.seed if split is not None and split.seed is not None else seed
+    if split is not None and split.file is not None:
+        raise ConfigError("data.split.file: applies to the folders source only (cifar pools are written to split_pools.json)")
     if not {"A", "B"} <= set(fractions):
         raise ConfigError(f"data.split.fractions needs disjoint pools 'A' and 'B' (and 'val'), got {fractions}")
     named = split_indices(len(arrays), fractions, s_seed)
@@ -235,21 +217,18 @@ def _plan_cifar(cfg: dict[str, Any], seed: int, output_dir: Path | None = None) 
 
         save_split(named, Path(output_dir) / "split_pools.json", seed=s_seed, fractions=fractions)
     parts = {k: torch.tensor([int(n) for n in v], dtype=torch.long) for k, v in named.items()}
-    if cfg.get("degradation") is None:
-        raise ConfigError("data.degradation: missing (e.g. {type: lowlight}); A is made by degrading its pool")
-    degradation = build(DEGRADATIONS, cfg["degradation"], "data.degradation")
+    degradation = build(DEGRADATIONS, cfg.degradation, "data.degradation")
     clean_a = arrays.images[parts["A"]]
     with torch.no_grad():
         out = degradation(clean_a, generator=torch.Generator().manual_seed(seed))
     degraded = (out[0] if isinstance(out, tuple) else out).clamp(0, 1)
-    ds = UnpairedTensors(degraded, arrays.images[parts["B"]], seed=seed, flip=bool(cfg.get("flip", False)),
-                         repair_each_epoch=bool(cfg.get("repair_each_epoch", True)))
+    ds = UnpairedTensors(degraded, arrays.images[parts["B"]], seed=seed, flip=cfg.flip,
+                         repair_each_epoch=cfg.repair_each_epoch)
     val = None
     if "val" in parts and len(parts["val"]):
         val = ClassificationArrays(arrays.images[parts["val"]], arrays.labels[parts["val"]], arrays.class_names)
     info = {"source": str(path), "A": len(parts["A"]), "B": len(parts["B"]), "val": len(parts.get("val", []))}
-    ds.sizes = info  # type: ignore[attr-defined]
-    return DataPlan("cifar_npz", ds, unpaired_collate, val_arrays=val, degradation=degradation, info=info)
+    return DataPlan("cifar_npz", ds, unpaired_collate, root, val_arrays=val, degradation=degradation, info=info)
 
 
 def file_names(files: Sequence[Path]) -> set[str]:

@@ -8,15 +8,17 @@ A group may override the run-wide schedule with its own `optim.<group>.schedule`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
 
 from taskbridge.config import ConfigError
+from taskbridge.run_config import ScheduleConfig, describe_errors
 
 _OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -25,8 +27,6 @@ _OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 OPTIMIZER_TYPES = tuple(_OPTIMIZERS)
-SCHEDULE_TYPES = ("constant", "cosine_warm_restarts", "linear_decay")
-INTERVALS = ("step", "epoch")
 
 
 def build_optimizer(params: Iterable[nn.Parameter], spec: dict[str, Any], where: str = "optim") -> Optimizer:
@@ -66,7 +66,7 @@ class _Constant(LambdaLR):
 
 
 def build_scheduler(
-    optimizer: Optimizer, spec: dict[str, Any] | None, total: int, where: str = "schedule"
+    optimizer: Optimizer, spec: ScheduleConfig | Mapping[str, Any] | None, total: int, where: str = "schedule"
 ) -> tuple[LRScheduler, str]:
     """Return (scheduler, interval). `total` = number of scheduler steps in the run (steps or epochs).
 
@@ -75,33 +75,22 @@ def build_scheduler(
     * `linear_decay`: lr constant for `n_constant` intervals then linearly to `final` x lr over
       `n_decay` (CycleGAN's 100 + 100 epochs); defaults split `total` in half.
     """
-    opts = dict(spec or {})
-    kind = str(opts.pop("type", "constant")).lower()
-    interval = str(opts.pop("interval", "step")).lower()
-    if interval not in INTERVALS:
-        raise ConfigError(f"{where}.interval: '{interval}' is not one of {', '.join(INTERVALS)}")
-    if kind == "constant":
-        sched: LRScheduler = _Constant(optimizer)
-    elif kind == "cosine_warm_restarts":
+    if not isinstance(spec, ScheduleConfig):
         try:
-            sched = CosineAnnealingWarmRestarts(
-                optimizer,
-                T_0=int(opts.pop("T_0", 2000)),
-                T_mult=int(opts.pop("T_mult", 1)),
-                eta_min=float(opts.pop("eta_min", 0.0)),
-            )
-        except ValueError as err:
-            raise ConfigError(f"{where}: {err}") from err
-    elif kind == "linear_decay":
-        n_constant = int(opts.pop("n_constant", total // 2))
-        n_decay = int(opts.pop("n_decay", max(0, total - n_constant)))
-        final = float(opts.pop("final", 0.0))
-        sched = LambdaLR(optimizer, _linear_decay_factor(n_constant, n_decay, final))
-    else:
-        raise ConfigError(f"{where}.type: unknown schedule '{kind}'; one of {', '.join(SCHEDULE_TYPES)}")
-    if opts:
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(opts))} for schedule '{kind}'")
-    return sched, interval
+            spec = ScheduleConfig.model_validate(dict(spec or {}))
+        except ValidationError as err:
+            raise ConfigError(f"{where}: {describe_errors(err)}") from None
+    opts = spec.options()
+    if spec.type == "constant":
+        sched: LRScheduler = _Constant(optimizer)
+    elif spec.type == "cosine_warm_restarts":
+        sched = CosineAnnealingWarmRestarts(optimizer, T_0=int(opts.get("T_0", 2000)), T_mult=int(opts.get("T_mult", 1)),
+                                            eta_min=float(opts.get("eta_min", 0.0)))
+    else:  # linear_decay
+        n_constant = int(opts.get("n_constant", total // 2))
+        n_decay = int(opts.get("n_decay", max(0, total - n_constant)))
+        sched = LambdaLR(optimizer, _linear_decay_factor(n_constant, n_decay, float(opts.get("final", 0.0))))
+    return sched, spec.interval
 
 
 def merge_group_spec(defaults: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:

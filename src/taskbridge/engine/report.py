@@ -15,11 +15,10 @@ def compare_on_validation(trainer: Any, prefer: str = "best") -> dict[str, dict[
     """{row name: validation metrics}; rows: input, the restorer the method owns (alone), the trained translator."""
     from taskbridge import checkpoint as ckpt
     from taskbridge.inference import InferenceModel, Pipeline, RestorerStage, load_inference_model
-    from taskbridge.inference.load import inference_settings
 
-    validator: Callable[..., Mapping[str, float]] | None = trainer.validator
-    if validator is None:
+    if trainer.validation is None:
         return {}
+    validator: Callable[..., Mapping[str, float]] = trainer.validation.validator
     rows: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         rows["input"] = dict(validator(None, -1))
@@ -31,7 +30,7 @@ def compare_on_validation(trainer: Any, prefer: str = "best") -> dict[str, dict[
             model = load_inference_model(trainer.output_dir, device=trainer.device, prefer=prefer)
             label = f"translator ({prefer}, step {model.meta.get('step')})"
         except (FileNotFoundError, ckpt.CheckpointError):
-            model = InferenceModel(trainer.method, **inference_settings(trainer.config)).eval()
+            model = InferenceModel(trainer.method, trainer.cfg.inference.working_size, trainer.cfg.inference.residual).eval()
             label = "translator (last)"
         rows[label] = dict(validator(Pipeline([model]).eval(), -1))
     return rows

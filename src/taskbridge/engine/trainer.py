@@ -1,21 +1,22 @@
 """One training loop for every method (VaT, CycleGAN, CUT, ...): the engine knows no method details.
 
-Per step: `out = method.training_step(batch, step)`; then for each optimizer group in order:
-zero the gradients of all groups, back-propagate `out["loss/<group>"]`, clip, step that group's
-optimizer and (per-iteration) scheduler. Around it: AMP on CUDA, NaN/inf guard, logging,
-validation with best-checkpoint selection on the validation split, periodic atomic checkpoints
-and exact resume (model, optimizers, schedulers, scaler, every RNG and the data position).
+Per step: `out = method.training_step(batch, step)`; then for each optimizer group in order: zero
+the gradients of all groups, back-propagate `out["loss/<group>"]`, clip, step that group's
+optimizer and (per-iteration) scheduler. Then the callbacks, in order: the method's own
+(`Method.callbacks()`: EMA copies, statistics), the scalar log, image grids, validation with
+best-checkpoint selection on the validation split (`engine.callbacks`); then the periodic atomic
+checkpoint. Around it: AMP on CUDA (`engine.device`), a NaN/inf guard, and exact resume of model,
+optimizers, schedulers, scaler, every RNG, the method's and the callbacks' state and the data
+position (`engine.state`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import time
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,93 +25,51 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from taskbridge import checkpoint as ckpt
+from taskbridge.callbacks import Callback
 from taskbridge.config import ConfigError
+from taskbridge.data.unpaired import EpochDataset
+from taskbridge.engine import state as run_state
+from taskbridge.engine.callbacks import ImageGrids, ScalarLog, Validation, Validator
+from taskbridge.engine.device import amp_dtype, resolve_device, to_device
 from taskbridge.engine.logging import RunLogger
 from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec
 from taskbridge.engine.sampler import EpochBatchSampler
-from taskbridge.engine.seed import capture_rng, derive_seed, restore_rng, seed_everything, worker_init_fn
+from taskbridge.engine.seed import capture_rng, derive_seed, seed_everything, worker_init_fn
+from taskbridge.run_config import RunConfig
 
-#: top-level recipe keys the engine understands; anything else is a typo worth an error
-RECIPE_KEYS = ("name", "seed", "output_dir", "data", "method", "optim", "schedule", "train", "val", "inference", "notes")
-
-Validator = Callable[[nn.Module, int], Mapping[str, float]]
+__all__ = ["NonFiniteLossError", "Trainer", "resolve_device"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN/inf; the message names the step, the key and the saved last-good checkpoint."""
 
 
-@dataclass
-class TrainSpec:
-    """The `train:` section of a recipe."""
+class _Plain(EpochDataset):
+    """A dataset handed in without epoch handling (the trainer tells every training set its epoch)."""
 
-    steps: int | None = None  # total optimisation steps (one batch each)
-    epochs: int | None = None  # alternative to steps: steps = epochs * batches per epoch
-    log_every: int = 50
-    ckpt_every: int = 1000  # 0: only at the end
-    val_every: int = 0  # 0: only at the end (when a validator exists)
-    image_every: int = 500  # 0: never
-    amp: bool | str = False  # false | true (bf16 if supported else fp16) | bf16 | fp16; CUDA only
-    grad_clip: float | None = None  # max L2 norm per group
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    on_nan: str = "raise"  # raise (after saving last-good) | skip (drop the step's updates)
-    max_nan_skips: int = 10  # consecutive skipped steps before giving up
-    keep_last: int = 3  # periodic step_* checkpoints kept (0 = all)
-    tensorboard: bool = True
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
-    progress: bool = True
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> TrainSpec:
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"train: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
-        spec = cls(**d)
-        if spec.on_nan not in ("raise", "skip"):
-            raise ConfigError(f"train.on_nan must be 'raise' or 'skip', got {spec.on_nan!r}")
-        if spec.steps is None and spec.epochs is None:
-            raise ConfigError("train: set 'steps' or 'epochs'")
-        return spec
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
 
-
-@dataclass
-class SelectionSpec:
-    """How validation picks the `best` checkpoint (recorded in its meta.json)."""
-
-    metric: str | None = None
-    mode: str = "max"
-    split: str = "val"
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available; use device=cpu")
-    return dev
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
+    def __getitem__(self, index: int) -> Any:
+        return self.base[index]
 
 
 class Trainer:
-    """Builds optimizers/schedulers for a method and runs the loop; see module docstring.
+    """Builds optimizers/schedulers/callbacks for a method and runs the loop; see the module docstring.
 
-    `config` is the whole recipe as a plain dict. `method`, `train_data` (+ `collate_fn`) and
-    `validator` may be given directly (tests, notebooks); otherwise they are built from the recipe.
+    `config` is the recipe (a `RunConfig` or a plain mapping, validated here). `method`,
+    `train_data` (+ `collate_fn`) and `validator` may be given directly (tests, notebooks); otherwise
+    they are built from the recipe. `Trainer.from_recipe(path, overrides)` loads a YAML recipe.
     """
+
+    BEST = ckpt.BEST_DIR
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: RunConfig | Mapping[str, Any],
         method: nn.Module | None = None,
         train_data: Dataset | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -118,69 +77,79 @@ class Trainer:
         output_dir: str | Path | None = None,
         device: str | None = None,
     ) -> None:
-        self.config = _plain(config)
-        unknown = sorted(set(self.config) - set(RECIPE_KEYS))
-        if unknown:
-            raise ConfigError(f"recipe: unknown top-level key(s) {', '.join(unknown)}; accepted: {', '.join(RECIPE_KEYS)}")
-        self.name = str(self.config.get("name") or "run")
-        self.seed = int(self.config.get("seed", 0))
-        self.spec = TrainSpec.from_dict(self.config.get("train"))
+        self.cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         if device is not None:
-            self.spec.device = device
+            self.cfg.train.device = device
+        self.spec = self.cfg.train
+        self.name, self.seed = self.cfg.name, self.cfg.seed
         self.device = resolve_device(self.spec.device)
-        self.output_dir = Path(output_dir or self.config.get("output_dir") or Path("runs") / self.name)
+        self.output_dir = Path(output_dir or self.cfg.output_dir or Path("runs") / self.name)
+        self.cfg.output_dir = str(self.output_dir)  # what checkpoints record is what ran
         self.ckpt_root = self.output_dir / "checkpoints"
-        self.config["output_dir"] = str(self.output_dir)  # what checkpoints record is what ran
-        self.config.setdefault("train", {})["device"] = str(self.spec.device)
 
         seed_everything(self.seed, self.spec.deterministic)
         if method is None:
             from taskbridge.inference.load import build_method
 
-            method = build_method(self.config)
+            method = build_method(self.cfg.to_dict())
         self.method = method.to(self.device)
         self.groups = self._groups()
 
-        data_cfg = dict(self.config.get("data") or {})
         self.data_plan = None
         if train_data is None:
+            if self.cfg.data is None:
+                raise ConfigError("recipe: no 'data' section (or pass train_data=)")
             from taskbridge.engine.data import plan_data
 
-            self.data_plan = plan_data(data_cfg, seed=self.seed, output_dir=self.output_dir)
+            self.data_plan = plan_data(self.cfg.data, seed=self.seed, output_dir=self.output_dir)
             train_data, collate_fn = self.data_plan.train, self.data_plan.collate
-        self.train_data = train_data
+        self.train_data = train_data if isinstance(train_data, EpochDataset) else _Plain(train_data)
         self.collate_fn = collate_fn
-        self.batch_size = int(data_cfg.get("batch_size", 1))
-        self.num_workers = int(data_cfg.get("num_workers", 0))
-        self.sampler = EpochBatchSampler(len(train_data), self.batch_size, shuffle=bool(data_cfg.get("shuffle", True)), seed=self.seed)
+        data = self.cfg.data
+        self.batch_size = data.batch_size if data is not None else 1
+        self.num_workers = data.num_workers if data is not None else 0
+        shuffle = data.shuffle if data is not None else True
+        self.sampler = EpochBatchSampler(len(self.train_data), self.batch_size, shuffle=shuffle, seed=self.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.total_steps = int(self.spec.steps if self.spec.steps is not None else self.spec.epochs * self.steps_per_epoch)
 
-        self.validator, self.selection = validator, SelectionSpec()
-        val_cfg = dict(self.config.get("val") or {})
-        self.selection.metric = val_cfg.pop("metric", None)
-        self.selection.mode = str(val_cfg.pop("mode", "max"))
-        self.selection.split = str(val_cfg.pop("split_name", "val"))
-        if self.selection.mode not in ("max", "min"):
-            raise ConfigError(f"val.mode must be 'max' or 'min', got {self.selection.mode!r}")
-        if self.validator is None and val_cfg.get("type", "none") not in (None, "none"):
-            from taskbridge.engine.validation import build_validator
-
-            if self.data_plan is None:
-                raise ConfigError("val: a recipe validator needs the data built from the recipe; pass validator= instead")
-            self.validator = build_validator(val_cfg, data_cfg, self.data_plan, seed=self.seed, device=self.device)
-        self.best_value: float | None = None
-
+        self.validation = self._validation(validator)
         self._build_optim()
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = amp_dtype(self.spec.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.callbacks: list[Callback] = [*self.method.callbacks(), ScalarLog(self.spec.log_every),
+                                          ImageGrids(self.spec.image_every)]
+        if self.validation is not None:
+            self.callbacks.append(self.validation)
+        names = [cb.name for cb in self.callbacks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"callbacks need unique names, got {names}")
         self.step = 0
         self.nan_skips = 0
         self.last_metrics: dict[str, float] = {}
+        self.pending_scalars: dict[str, float] = {}
+        self.at_stop = False
+        self._out: dict[str, Any] = {}
         self._stop_requested = False
         self.logger: RunLogger | None = None
 
+    @classmethod
+    def from_recipe(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Trainer:
+        """Load a YAML recipe (with `base:` parents and `key=value` overrides), validate it, build the trainer."""
+        from taskbridge.config import load_recipe, to_dict
+
+        return cls(RunConfig.from_dict(to_dict(load_recipe(path, overrides)), str(path)), **kwargs)
+
     # ------------------------------------------------------------------ construction
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The validated recipe with every default, as JSON-able data (what checkpoints record)."""
+        return self.cfg.to_dict()
+
+    @property
+    def best_value(self) -> float | None:
+        return self.validation.best_value if self.validation is not None else None
 
     def _groups(self) -> dict[str, list[nn.Parameter]]:
         groups = dict(self.method.optim_groups())
@@ -196,60 +165,66 @@ class Trainer:
                 seen[id(p)] = g
         return groups
 
+    def _validation(self, validator: Validator | None) -> Validation | None:
+        val = self.cfg.val
+        if validator is None and val.type != "none":
+            from taskbridge.engine.validation import build_validator
+
+            if self.data_plan is None:
+                raise ConfigError("val: a recipe validator needs the data built from the recipe; pass validator= instead")
+            validator = build_validator(val, self.data_plan, seed=self.seed, device=self.device)
+        if validator is None:
+            return None
+        from taskbridge.inference import InferenceModel, Pipeline
+
+        inference = self.cfg.inference
+
+        def as_stage(method: nn.Module) -> nn.Module:
+            return Pipeline([InferenceModel(method, inference.working_size, inference.residual)]).eval()
+
+        return Validation(validator, self.spec.val_every, val.metric, val.mode, val.split_name, as_stage)
+
     def _build_optim(self) -> None:
-        optim_cfg = dict(self.config.get("optim") or {})
+        optim_cfg = self.cfg.optim
         unknown = sorted(set(optim_cfg) - set(self.groups))
         if unknown:
             raise ConfigError(f"optim: no method group(s) {', '.join(unknown)}; the method has {', '.join(self.groups)}")
-        defaults = self.method.default_optim() if hasattr(self.method, "default_optim") else {}
-        run_sched = dict(self.config.get("schedule") or {})
+        defaults = self.method.default_optim()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.intervals: dict[str, str] = {}
         self.schedule_types: dict[str, str] = {}
         for g, params in self.groups.items():
-            spec = merge_group_spec(defaults.get(g), optim_cfg.get(g))
-            sched_spec = dict(spec.pop("schedule", None) or run_sched)
+            group = optim_cfg.get(g)
+            spec = merge_group_spec(defaults.get(g), group.spec() if group is not None else None)
+            schedule = (group.schedule if group is not None else None) or self.cfg.schedule
             self.optimizers[g] = build_optimizer(params, spec, where=f"optim.{g}")
-            interval = str(sched_spec.get("interval", "step"))
-            total = self.total_steps if interval == "step" else max(1, math.ceil(self.total_steps / self.steps_per_epoch))
-            self.schedule_types[g] = str(sched_spec.get("type", "constant"))
-            self.schedulers[g], self.intervals[g] = build_scheduler(self.optimizers[g], sched_spec, total, where=f"schedule ({g})")
+            total = self.total_steps if schedule.interval == "step" else max(1, math.ceil(self.total_steps / self.steps_per_epoch))
+            self.schedule_types[g] = schedule.type
+            self.schedulers[g], self.intervals[g] = build_scheduler(self.optimizers[g], schedule, total, where=f"schedule ({g})")
 
-    def _amp_dtype(self) -> torch.dtype | None:
-        amp = self.spec.amp
-        if amp in (False, None, "false", "no", "off"):
-            return None
-        if self.device.type != "cuda":
-            warnings.warn(f"train.amp={amp!r} ignored on {self.device.type}: AMP is used on CUDA only", stacklevel=2)
-            return None
-        if amp in (True, "true", "auto"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-        if amp not in table:
-            raise ConfigError(f"train.amp must be false, true, bf16 or fp16, got {amp!r}")
-        return table[amp]
+    # ------------------------------------------------------------------ what callbacks use
+
+    def log_scalars(self, values: Mapping[str, Any], kind: str = "train") -> dict[str, float]:
+        """`train` values join this step's log row; other kinds are written at once."""
+        if kind == "train":
+            self.pending_scalars.update(values)
+            return dict(values)
+        assert self.logger is not None
+        return self.logger.scalars(self.step, values, kind=kind)
+
+    def log_images(self, visuals: Mapping[str, Any]) -> None:
+        assert self.logger is not None
+        self.logger.images(self.step, dict(visuals))
 
     # ------------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
-        """Everything besides weights that exact resume needs.
-
-        A method with state outside its state dict (e.g. CycleGAN's image pool and its private
-        `random.Random`) can expose it through `training_state()` / `load_training_state(state)`
-        (nested dicts/lists/tuples of tensors and plain values); it is stored here too.
-        """
-        out = {
-            "optim": {g: o.state_dict() for g, o in self.optimizers.items()},
-            "sched": {g: s.state_dict() for g, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
-        }
-        if callable(getattr(self.method, "training_state", None)):
-            out["method"] = self.method.training_state()
-        return out
+    def state(self, rng: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything besides weights that exact resume needs (`engine.state`)."""
+        return run_state.capture(self.optimizers, self.schedulers, self.scaler, self.method, self.callbacks, rng)
 
     def meta(self, **extra: Any) -> dict[str, Any]:
+        v = self.validation
         return {
             "name": self.name,
             "step": self.step,
@@ -264,7 +239,7 @@ class Trainer:
                 "batch_size": self.batch_size,
             },
             "metrics": self.last_metrics,
-            "best": {"metric": self.selection.metric, "mode": self.selection.mode, "value": self.best_value},
+            "best": {"metric": v.metric if v else None, "mode": v.mode if v else "max", "value": self.best_value},
             "nan_skips": self.nan_skips,
             "torch": torch.__version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -294,21 +269,12 @@ class Trainer:
                 f"{self.steps_per_epoch}); the data order will not match the original run",
                 stacklevel=2,
             )
-        if set(state["optim"]) != set(self.optimizers):
-            raise ckpt.CheckpointError(f"{directory}: optimizer groups {sorted(state['optim'])} != method groups {sorted(self.optimizers)}")
-        for g, o in self.optimizers.items():
-            o.load_state_dict(state["optim"][g])
-            self.schedulers[g].load_state_dict(state["sched"][g])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if "method" in state and callable(getattr(self.method, "load_training_state", None)):
-            self.method.load_training_state(state["method"])
         self.step = int(meta["step"])
         self.nan_skips = int(meta.get("nan_skips", 0))
         self.last_metrics = dict(meta.get("metrics") or {})
-        best = meta.get("best") or {}
-        self.best_value = best.get("value")
-        restore_rng(state["rng"])
+        if self.validation is not None:
+            self.validation.best_value = (meta.get("best") or {}).get("value")
+        run_state.restore(state, self.optimizers, self.schedulers, self.scaler, self.method, self.callbacks, str(directory))
         return directory
 
     # ------------------------------------------------------------------ loop
@@ -322,17 +288,19 @@ class Trainer:
                          f"schedule {self.schedule_types[g]} per {self.intervals[g]}")
         frozen = sum(p.numel() for p in self.method.parameters() if not p.requires_grad)
         lines.append(f"frozen params: {frozen:,}")
-        sizes = getattr(self.train_data, "sizes", None)
-        size_txt = f" ({sizes})" if sizes else ""
-        lines.append(f"train data: {len(self.train_data)} items{size_txt}, batch {self.batch_size}, "
+        sizes = f" ({self.data_plan.info})" if self.data_plan is not None else ""
+        lines.append(f"train data: {len(self.train_data)} items{sizes}, batch {self.batch_size}, "
                      f"{self.steps_per_epoch} batches/epoch, {self.total_steps} steps")
-        lines.append(f"validation: {'none' if self.validator is None else self.selection.metric or 'metrics only'}")
+        v = self.validation
+        lines.append(f"validation: {'none' if v is None else v.metric or 'metrics only'}")
+        extra = [cb.name for cb in self.method.callbacks()]
+        if extra:
+            lines.append(f"method callbacks: {', '.join(extra)}")
         return "\n".join(lines)
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
         self.sampler.set_epoch(epoch, start_batch)
-        if hasattr(self.train_data, "set_epoch"):
-            self.train_data.set_epoch(epoch)
+        self.train_data.set_epoch(epoch)
         return DataLoader(
             self.train_data,
             batch_sampler=self.sampler,
@@ -362,6 +330,8 @@ class Trainer:
         old_handler = self._install_sigint()
         bar = None
         try:
+            for cb in self.callbacks:
+                cb.on_fit_start(self)
             if self.spec.progress:
                 from tqdm.auto import tqdm
 
@@ -374,11 +344,13 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix({k.removeprefix("loss/"): f"{v:.4g}" for k, v in self._bar_values().items()}, refresh=False)
-                    self._after_step(batch, stop=self.step >= stop_at, final=self.step >= self.total_steps)
+                    self._after_step(batch, stop=self.step >= stop_at)
                     if self.step >= stop_at or self._stop_requested:
                         break
             if self._stop_requested or (self.step >= stop_at and not self._saved_at_current_step()):
                 self.save()
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
         finally:
             if bar is not None:
                 bar.close()
@@ -416,14 +388,13 @@ class Trainer:
         return (self.ckpt_root / ckpt.step_dir_name(self.step) / "meta.json").is_file()
 
     def _bar_values(self) -> dict[str, float]:
-        out = getattr(self, "_out", {}) or {}
-        return {k: float(v.detach().float()) for k, v in out.items()
+        return {k: float(v.detach().float()) for k, v in self._out.items()
                 if k.startswith("loss/") and isinstance(v, Tensor) and v.numel() == 1}
 
     def _one_step(self, batch: Any) -> None:
         step = self.step
         rng_before = capture_rng()
-        batch = _to_device(batch, self.device)
+        batch = to_device(batch, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.method.training_step(batch, step)
         keys = [f"loss/{g}" for g in self.groups]
@@ -473,82 +444,20 @@ class Trainer:
             warnings.warn(f"step {step}: non-finite loss ({values}); step skipped ({self.nan_skips} in a row)", stacklevel=2)
             self._out = {"nan_skipped": torch.tensor(1.0)}
             return
-        state = self.state()
-        state["rng"] = rng_before  # resuming from last-good replays this very step
-        path = self.save(ckpt.LAST_GOOD_DIR, state=state, reason=f"non-finite {', '.join(bad)} at step {step}")
+        # the state before this step (RNG included), so resuming from last-good replays this very step
+        path = self.save(ckpt.LAST_GOOD_DIR, state=self.state(rng=rng_before), reason=f"non-finite {', '.join(bad)} at step {step}")
         raise NonFiniteLossError(
             f"step {step}: non-finite loss {values}. State before this step saved to {path}. "
             f"Lower the learning rate, enable train.grad_clip, or set train.on_nan=skip."
         )
 
-    def _after_step(self, batch: Any, stop: bool, final: bool) -> None:
-        """Log, draw, validate, checkpoint. Everything here depends only on the step number (never on
-        where this process started), so an interrupted-and-resumed run sees the same RNG draws."""
+    def _after_step(self, batch: Any, stop: bool) -> None:
+        """Callbacks, then the periodic checkpoint; all keyed on the step number alone (exact resume)."""
+        self.at_stop = stop
+        batch = to_device(batch, self.device)
+        for cb in self.callbacks:
+            cb.on_step_end(self, batch, self._out)
         s = self.spec
-        step = self.step
-        if s.log_every and (step % s.log_every == 0 or stop or step == 1):
-            values = dict(getattr(self, "_out", {}))
-            for g, o in self.optimizers.items():
-                values[f"lr/{g}"] = o.param_groups[0]["lr"]
-            values["epoch"] = step / self.steps_per_epoch
-            self.last_metrics.update(self.logger.scalars(step, values, kind="train"))
-        elif hasattr(self, "_out"):
-            self.last_metrics.update({k: float(v.detach().float()) for k, v in self._out.items()
-                                      if k.startswith("loss/") and isinstance(v, Tensor) and v.numel() == 1})
-        if s.image_every and (step % s.image_every == 0 or step == 1) and hasattr(self.method, "visuals"):
-            self.method.eval()
-            with torch.no_grad():
-                vis = self.method.visuals(_to_device(batch, self.device))
-            self.method.train()
-            if vis:
-                self.logger.images(step, vis)
-        improved = False
-        if self.validator is not None and ((s.val_every and step % s.val_every == 0) or final):
-            improved = self._validate(step)
-        periodic = s.ckpt_every and step % s.ckpt_every == 0
-        if periodic or stop or self._stop_requested:
+        if (s.ckpt_every and self.step % s.ckpt_every == 0) or stop or self._stop_requested:
             self.save()
-        if improved:
-            self.save(ckpt.BEST_DIR, selected_by={
-                "split": self.selection.split, "metric": self.selection.metric, "mode": self.selection.mode,
-                "value": self.best_value, "step": step,
-            })
         self._out = {}
-
-    def _validate(self, step: int) -> bool:
-        from taskbridge.inference import InferenceModel, Pipeline
-        from taskbridge.inference.load import inference_settings
-
-        self.method.eval()
-        model = InferenceModel(self.method, **inference_settings(self.config)).eval()
-        with torch.no_grad():
-            metrics = {k: float(v) for k, v in dict(self.validator(Pipeline([model]).eval(), step)).items()}
-        self.method.train()
-        self.logger.scalars(step, {f"val/{k}": v for k, v in metrics.items()}, kind="val")
-        self.last_metrics.update({f"val/{k}": v for k, v in metrics.items()})
-        key = self.selection.metric
-        if key is None:
-            return False
-        if key not in metrics:
-            raise KeyError(f"val.metric '{key}' is not among the validation metrics: {', '.join(metrics)}")
-        value = metrics[key]
-        if not math.isfinite(value):
-            return False
-        better = self.best_value is None or (value > self.best_value if self.selection.mode == "max" else value < self.best_value)
-        if better:
-            self.best_value = value
-        return better
-
-
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    from taskbridge.config import to_dict
-
-    return to_dict(cfg) if not isinstance(cfg, dict) else _deepcopy_plain(cfg)
-
-
-def _deepcopy_plain(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deepcopy_plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_deepcopy_plain(v) for v in d]
-    return d

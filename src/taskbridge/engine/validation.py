@@ -27,12 +27,8 @@ import torch
 from torch import nn
 
 from taskbridge.config import ConfigError, build
-from taskbridge.engine.data import DataPlan, data_root, file_names
-
-DETECTION_KEYS = {"type", "task", "data", "img_size", "conf_thres", "iou_thres", "class_map", "max_det",
-                  "multi_label", "letterbox_mode", "resize", "limit", "label_format", "split", "subset", "degrade",
-                  "seed"}
-CLASSIFICATION_KEYS = {"type", "task", "batch_size", "class_map", "seed"}
+from taskbridge.engine.data import DataPlan, file_names
+from taskbridge.run_config import ClassificationValidation, DetectionValidation
 
 
 def _scalars(result: Mapping[str, Any]) -> dict[str, float]:
@@ -45,29 +41,23 @@ def _scalars(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], plan: DataPlan, seed: int,
-                    device: torch.device) -> Callable[[nn.Module, int], dict[str, float]] | None:
-    cfg = {k: v for k, v in dict(val_cfg).items() if k not in ("metric", "mode", "split_name")}
-    kind = cfg.get("type", "none")
-    if kind in (None, "none"):
-        return None
+def build_validator(val: DetectionValidation | ClassificationValidation, plan: DataPlan, seed: int,
+                    device: torch.device) -> Callable[[nn.Module | None, int], dict[str, float]]:
     from taskbridge import evaluation
     from taskbridge.registry import TASKS
 
-    if kind == "detection":
-        unknown = sorted(set(cfg) - DETECTION_KEYS)
-        if unknown:
-            raise ConfigError(f"val: unknown key(s) {', '.join(unknown)} for detection; accepted: {', '.join(sorted(DETECTION_KEYS))}")
-        if not cfg.get("task") or not cfg.get("data"):
-            raise ConfigError("val (detection): needs 'task' ({type: ...}) and 'data' (labelled folder relative to data.root)")
-        folder = Path(str(cfg["data"]))
-        folder = folder if folder.is_absolute() else data_root(dict(data_cfg)) / folder
-        dataset = evaluation.DetectionFolder(folder, split=cfg.get("split"), label_format=str(cfg.get("label_format", "auto")))
-        if cfg.get("subset"):
+    if isinstance(val, DetectionValidation):
+        folder = Path(val.data)
+        folder = folder if folder.is_absolute() else plan.root / folder
+        try:
+            dataset = evaluation.DetectionFolder(folder, split=val.split, label_format=val.label_format)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"val.data: {err}") from err
+        if val.subset:
             from taskbridge.evaluation.datasets import restrict_to_subset
 
             try:
-                restrict_to_subset(dataset, str(cfg["subset"]))
+                restrict_to_subset(dataset, val.subset)
             except (ValueError, FileNotFoundError) as err:
                 raise ConfigError(f"val.subset: {err}") from err
         if plan.val_files is not None:
@@ -75,14 +65,13 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
             dataset.items = [it for it in dataset.items if str(Path(it[0]).resolve()) in keep]
             if not dataset.items:
                 raise ConfigError(f"val.data={folder} holds none of the {len(keep)} held-out images of data.split/val_A")
-        task = build(TASKS, cfg["task"], "val.task").to(device).eval()
-        opts = {k: cfg[k] for k in ("img_size", "conf_thres", "iou_thres", "class_map", "max_det", "multi_label",
-                                     "letterbox_mode", "resize", "limit") if k in cfg}
-        if cfg.get("degrade") is not None:
+        task = build(TASKS, val.task, "val.task").to(device).eval()
+        opts = val.protocol_options()
+        if val.degrade is not None:
             from taskbridge.registry import DEGRADATIONS
 
-            opts["degrade"] = build(DEGRADATIONS, cfg["degrade"], "val.degrade")
-            opts["seed"] = int(cfg.get("seed", 0))
+            opts["degrade"] = build(DEGRADATIONS, val.degrade, "val.degrade")
+            opts["seed"] = val.seed
 
         def validate_detection(pipeline: nn.Module | None, step: int) -> dict[str, float]:
             res = evaluation.evaluate_detection(task, dataset, pipeline, progress=False, device=device, **opts)
@@ -90,23 +79,15 @@ def build_validator(val_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], pla
 
         return validate_detection
 
-    if kind == "classification":
-        unknown = sorted(set(cfg) - CLASSIFICATION_KEYS)
-        if unknown:
-            raise ConfigError(f"val: unknown key(s) {', '.join(unknown)} for classification; accepted: {', '.join(sorted(CLASSIFICATION_KEYS))}")
-        if plan.val_arrays is None:
-            raise ConfigError("val (classification): the data section has no 'val' pool (data.source: cifar_npz with split.fractions.val)")
-        if not cfg.get("task"):
-            raise ConfigError("val (classification): needs 'task' ({type: ...})")
-        task = build(TASKS, cfg["task"], "val.task").to(device).eval()
-        v_seed = int(cfg.get("seed", seed))
+    if plan.val_arrays is None:
+        raise ConfigError("val (classification): the data section has no 'val' pool (data.source: cifar_npz with split.fractions.val)")
+    task = build(TASKS, val.task, "val.task").to(device).eval()
+    v_seed = val.seed if val.seed is not None else seed
 
-        def validate_classification(pipeline: nn.Module | None, step: int) -> dict[str, float]:
-            res = evaluation.evaluate_classification(
-                task, plan.val_arrays, pipeline, batch_size=int(cfg.get("batch_size", 256)), degrade=plan.degradation,
-                seed=v_seed, class_map=cfg.get("class_map"), progress=False, device=device)
-            return _scalars(res)
+    def validate_classification(pipeline: nn.Module | None, step: int) -> dict[str, float]:
+        res = evaluation.evaluate_classification(
+            task, plan.val_arrays, pipeline, batch_size=val.batch_size, degrade=plan.degradation,
+            seed=v_seed, class_map=val.class_map, progress=False, device=device)
+        return _scalars(res)
 
-        return validate_classification
-
-    raise ConfigError(f"val.type: unknown '{kind}'; one of none, detection, classification")
+    return validate_classification

@@ -1,0 +1,104 @@
+"""The engine's own training callbacks: the scalar log, image grids, and validation with best-checkpoint selection.
+
+The trainer runs, after every step: the method's callbacks (`Method.callbacks()`), then these in
+this order, then the periodic checkpoint. Everything here depends only on the step number (never on
+where this process started), so an interrupted-and-resumed run makes the same RNG draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from taskbridge.callbacks import Callback
+
+Validator = Callable[[nn.Module | None, int], Mapping[str, float]]
+
+
+class ScalarLog(Callback):
+    """Losses, learning rates and whatever earlier callbacks added, every `every` steps (and the first and last)."""
+
+    name = "log"
+
+    def __init__(self, every: int) -> None:
+        self.every = int(every)
+
+    def on_step_end(self, run: Any, batch: Any, outputs: Mapping[str, Any]) -> None:
+        step = run.step
+        if step % self.every == 0 or run.at_stop or step == 1 or run.pending_scalars:
+            values = {**dict(outputs), **run.pending_scalars}
+            for g, o in run.optimizers.items():
+                values[f"lr/{g}"] = o.param_groups[0]["lr"]
+            values["epoch"] = step / run.steps_per_epoch
+            run.last_metrics.update(run.logger.scalars(step, values, kind="train"))
+        else:
+            run.last_metrics.update({k: float(v.detach().float()) for k, v in outputs.items()
+                                     if k.startswith("loss/") and isinstance(v, Tensor) and v.numel() == 1})
+        run.pending_scalars.clear()
+
+
+class ImageGrids(Callback):
+    """`method.visuals(batch)` as image grids (TensorBoard + PNG) every `every` steps and at step 1."""
+
+    name = "images"
+
+    def __init__(self, every: int) -> None:
+        self.every = int(every)
+
+    def on_step_end(self, run: Any, batch: Any, outputs: Mapping[str, Any]) -> None:
+        if not self.every or not (run.step % self.every == 0 or run.step == 1):
+            return
+        run.method.eval()
+        with torch.no_grad():
+            vis = run.method.visuals(batch)
+        run.method.train()
+        if vis:
+            run.log_images(vis)
+
+
+class Validation(Callback):
+    """Scores the method as an inference model on the validation split; keeps `best` by `metric`/`mode`.
+
+    Runs every `every` steps (0: never in between) and after the last step of the run.
+    """
+
+    name = "validation"
+
+    def __init__(self, validator: Validator, every: int, metric: str | None, mode: str, split: str,
+                 model_factory: Callable[[nn.Module], nn.Module]) -> None:
+        self.validator, self.every = validator, int(every)
+        self.metric, self.mode, self.split = metric, mode, split
+        self.model_factory = model_factory
+        self.best_value: float | None = None
+
+    def on_step_end(self, run: Any, batch: Any, outputs: Mapping[str, Any]) -> None:
+        step = run.step
+        if not ((self.every and step % self.every == 0) or step >= run.total_steps):
+            return
+        if self.validate(run, step):
+            run.save(run.BEST, selected_by={"split": self.split, "metric": self.metric, "mode": self.mode,
+                                             "value": self.best_value, "step": step})
+
+    def validate(self, run: Any, step: int) -> bool:
+        """Log the validation metrics; True when `metric` improved on the best so far."""
+        run.method.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in dict(self.validator(self.model_factory(run.method), step)).items()}
+        run.method.train()
+        run.log_scalars({f"val/{k}": v for k, v in metrics.items()}, kind="val")
+        run.last_metrics.update({f"val/{k}": v for k, v in metrics.items()})
+        if self.metric is None:
+            return False
+        if self.metric not in metrics:
+            raise KeyError(f"val.metric '{self.metric}' is not among the validation metrics: {', '.join(metrics)}")
+        value = metrics[self.metric]
+        if not math.isfinite(value):
+            return False
+        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        if better:
+            self.best_value = value
+        return better
