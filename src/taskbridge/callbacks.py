@@ -29,6 +29,7 @@ class TrainingRun(Protocol):
     total_steps: int
     method: nn.Module
     output_dir: Path
+    log_due: bool  # this step's scalars are written (log_every, the first and the last step)
 
     def log_scalars(self, values: Mapping[str, Any], kind: str = "train") -> dict[str, float]: ...
 
@@ -97,8 +98,8 @@ class ParameterDrift(Callback):
     start weights kept in the callback's state so a resumed run reports the same numbers.
     """
 
-    def __init__(self, parts: Mapping[str, nn.Module], every: int = 50, name: str = "drift") -> None:
-        self.parts, self.every, self.name = dict(parts), int(every), name
+    def __init__(self, parts: Mapping[str, nn.Module], name: str = "drift") -> None:
+        self.parts, self.name = dict(parts), name
         self.start: dict[str, Tensor] = {}
 
     @staticmethod
@@ -111,7 +112,7 @@ class ParameterDrift(Callback):
             self.start.setdefault(key, self._flat(module).clone())
 
     def on_step_end(self, run: TrainingRun, batch: Any, outputs: Mapping[str, Any]) -> None:
-        if self.every <= 0 or (run.step % self.every and run.step != run.total_steps):
+        if not run.log_due:
             return
         values = {}
         for key, module in self.parts.items():

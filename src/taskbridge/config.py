@@ -87,7 +87,8 @@ def build(registry: Any, section: Any, where: str) -> Any:
     try:
         obj = registry.create(name, **opts)
     except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
+        text = str(err).replace(f"{registry.family} '{name}': ", "", 1)
+        raise ConfigError(f"{where} ({name}): {text}") from None
     if getattr(obj, "name", None) is None:  # result files and messages name it as the recipe did
         with contextlib.suppress(AttributeError):
             obj.name = name

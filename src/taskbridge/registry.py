@@ -7,8 +7,10 @@ break `taskbridge list` or any other plugin.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -79,10 +81,12 @@ class Registry:
         return self._entries[name]
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
-        """Build `name` with keyword arguments; an unknown keyword is an error that names it."""
+        """Build `name` with keyword arguments; an unknown keyword or a value of the wrong type is an
+        error that names it (values are checked against the constructor's annotations)."""
         factory = self.get(name)
-        check_kwargs(factory, kwargs, f"{self.family} '{name}'")
-        return factory(**kwargs)
+        where = f"{self.family} '{name}'"
+        check_kwargs(factory, kwargs, where)
+        return factory(**validate_kwargs(factory, kwargs, where))
 
     def __contains__(self, name: str) -> bool:
         self._load()
@@ -116,3 +120,55 @@ METRICS = Registry("metric", "taskbridge.metrics")
 FAMILIES: dict[str, Registry] = {
     r.family: r for r in (DEGRADATIONS, RESTORERS, TASKS, TRANSLATORS, DISCRIMINATORS, LOSSES, METHODS, METRICS)
 }
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved annotations of a factory function or of a class's constructors (presets included)."""
+    sources = [vars(k)["__init__"] for k in reversed(fn.__mro__) if "__init__" in vars(k)] if inspect.isclass(fn) else [fn]
+    hints: dict[str, Any] = {}
+    for src in sources:
+        try:
+            hints.update(typing.get_type_hints(src, include_extras=True))
+        except Exception:  # an annotation that cannot be resolved is simply not checked
+            continue
+    return hints
+
+
+@functools.cache
+def _kwargs_model(fn: Callable[..., Any]) -> type | None:
+    from pydantic import ConfigDict, create_model
+
+    params = inspect.signature(fn).parameters
+    hints = _type_hints(fn)
+    fields = {name: (hints.get(name, Any), p.default if p.default is not inspect.Parameter.empty else ...)
+              for name, p in params.items()
+              if name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    try:
+        return create_model(f"{getattr(fn, '__name__', 'factory')}_options",
+                            __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
+    except Exception:  # an annotation pydantic cannot use: keep the name check only
+        return None
+
+
+def validate_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """The keyword values checked (and, where lossless, converted: "8" -> 8) against `fn`'s annotations.
+
+    Only the given keywords are returned, so defaults stay the constructor's own. A wrong value is a
+    `TypeError` naming the option and what it expects (`config.build` turns it into a ConfigError).
+    """
+    from pydantic import ValidationError
+
+    model = _kwargs_model(fn)
+    if model is None or not kwargs:
+        return kwargs
+    named = {k: v for k, v in kwargs.items() if k in model.model_fields}  # the rest goes to a **kwargs
+    try:
+        checked = model.model_validate(named)
+    except ValidationError as err:
+        from taskbridge.run_config import describe_errors
+
+        bad = [e for e in err.errors() if e["type"] != "missing"]
+        if not bad:
+            return kwargs  # missing required options only: the constructor's own error says more
+        raise TypeError(f"{where}: {describe_errors(bad)}") from None
+    return {**kwargs, **{k: getattr(checked, k) for k in named}}

@@ -27,12 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from taskbridge.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Unit
 from taskbridge.config import ConfigError
 
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Unit = Annotated[float, Field(ge=0, le=1)]
 Size = PositiveInt | tuple[PositiveInt, PositiveInt]
 Section = dict[str, Any]  # a registry section {type: name, **options}, checked when built
 
@@ -315,10 +312,10 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-def describe_errors(err: ValidationError) -> str:
+def describe_errors(err: ValidationError | list[Any]) -> str:
     """pydantic's errors as `key.path: what is expected (got value)`, joined on one line."""
     parts = []
-    for e in err.errors():
+    for e in (err.errors() if isinstance(err, ValidationError) else err):
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
         msg = e["msg"].removeprefix("Value error, ")
         msg = {"Extra inputs are not permitted": "unknown key", "Field required": "missing"}.get(msg, msg)

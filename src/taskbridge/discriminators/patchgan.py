@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from taskbridge.bounds import PositiveFloat, PositiveInt
 from taskbridge.modules.layers import BlurPool2d, init_weights, make_norm
 from taskbridge.registry import DISCRIMINATORS
 
@@ -21,13 +22,13 @@ class PatchGAN(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        ndf: int = 64,
-        n_layers: int = 3,
+        in_channels: PositiveInt = 3,
+        ndf: PositiveInt = 64,
+        n_layers: PositiveInt = 3,
         norm: str = "instance",
         antialias: bool = False,
         init: str = "normal",
-        init_gain: float = 0.02,
+        init_gain: PositiveFloat = 0.02,
     ) -> None:
         super().__init__()
         bias = norm != "batch"

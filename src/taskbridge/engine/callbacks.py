@@ -20,16 +20,13 @@ Validator = Callable[[nn.Module | None, int], Mapping[str, float]]
 
 
 class ScalarLog(Callback):
-    """Losses, learning rates and whatever earlier callbacks added, every `every` steps (and the first and last)."""
+    """Losses, learning rates and whatever earlier callbacks added, on the steps `run.log_due` names."""
 
     name = "log"
 
-    def __init__(self, every: int) -> None:
-        self.every = int(every)
-
     def on_step_end(self, run: Any, batch: Any, outputs: Mapping[str, Any]) -> None:
         step = run.step
-        if step % self.every == 0 or run.at_stop or step == 1 or run.pending_scalars:
+        if run.log_due or run.pending_scalars:
             values = {**dict(outputs), **run.pending_scalars}
             for g, o in run.optimizers.items():
                 values[f"lr/{g}"] = o.param_groups[0]["lr"]

@@ -117,8 +117,7 @@ class Trainer:
         self._build_optim()
         self.amp_dtype = amp_dtype(self.spec.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.callbacks: list[Callback] = [*self.method.callbacks(), ScalarLog(self.spec.log_every),
-                                          ImageGrids(self.spec.image_every)]
+        self.callbacks: list[Callback] = [*self.method.callbacks(), ScalarLog(), ImageGrids(self.spec.image_every)]
         if self.validation is not None:
             self.callbacks.append(self.validation)
         names = [cb.name for cb in self.callbacks]
@@ -128,7 +127,7 @@ class Trainer:
         self.nan_skips = 0
         self.last_metrics: dict[str, float] = {}
         self.pending_scalars: dict[str, float] = {}
-        self.at_stop = False
+        self.log_due = False
         self._out: dict[str, Any] = {}
         self._stop_requested = False
         self.logger: RunLogger | None = None
@@ -453,7 +452,7 @@ class Trainer:
 
     def _after_step(self, batch: Any, stop: bool) -> None:
         """Callbacks, then the periodic checkpoint; all keyed on the step number alone (exact resume)."""
-        self.at_stop = stop
+        self.log_due = self.step % self.spec.log_every == 0 or stop or self.step == 1
         batch = to_device(batch, self.device)
         for cb in self.callbacks:
             cb.on_step_end(self, batch, self._out)

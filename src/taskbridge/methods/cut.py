@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from taskbridge.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from taskbridge.config import ConfigError
 from taskbridge.losses.gan import GANLoss
 from taskbridge.losses.patchnce import PatchNCE
@@ -56,16 +57,16 @@ class CUT(Method):
         generator: dict[str, Any] | None = None,
         discriminator: dict[str, Any] | None = None,
         gan_mode: str = "lsgan",
-        lambda_gan: float = 1.0,
-        lambda_nce: float = 1.0,
+        lambda_gan: NonNegativeFloat = 1.0,
+        lambda_nce: NonNegativeFloat = 1.0,
         nce_idt: bool = True,
         nce_layers: Sequence[str] = CUT_TAPS,
-        num_patches: int = 256,
-        nce_T: float = 0.07,
-        netF_nc: int = 256,
+        num_patches: PositiveInt = 256,
+        nce_T: PositiveFloat = 0.07,
+        netF_nc: PositiveInt = 256,
         use_mlp: bool = True,
         head_init: str = "xavier",
-        head_init_gain: float = 0.02,
+        head_init_gain: PositiveFloat = 0.02,
         flip_equivariance: bool = False,
     ) -> None:
         super().__init__()

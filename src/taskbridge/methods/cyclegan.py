@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from taskbridge.bounds import NonNegativeFloat, NonNegativeInt
 from taskbridge.discriminators.image_pool import ImagePool
 from taskbridge.losses.gan import GANLoss
 from taskbridge.methods.base import Method, check_no_reference
@@ -39,10 +40,10 @@ class CycleGAN(Method):
         generator: dict[str, Any] | None = None,
         discriminator: dict[str, Any] | None = None,
         gan_mode: str = "lsgan",
-        lambda_A: float = 10.0,
-        lambda_B: float = 10.0,
-        lambda_idt: float = 0.5,
-        pool_size: int = 50,
+        lambda_A: NonNegativeFloat = 10.0,
+        lambda_B: NonNegativeFloat = 10.0,
+        lambda_idt: NonNegativeFloat = 0.5,
+        pool_size: NonNegativeInt = 50,
     ) -> None:
         super().__init__()
         self.gan = GANLoss(gan_mode)

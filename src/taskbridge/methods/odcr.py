@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from taskbridge.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from taskbridge.losses.patchnce import PatchNCE
 from taskbridge.losses.wpnce import DWFC, wpnce_loss
 from taskbridge.methods.common import unpaired_inputs
@@ -54,17 +55,17 @@ class ODCR(CUT):
         generator: dict[str, Any] | None = None,
         discriminator: dict[str, Any] | None = None,
         gan_mode: str = "lsgan",
-        lambda_gan: float = 1.0,
-        lambda_nce: float = 1.0,
-        lambda_ce: float = 1.0,
-        lambda_idt: float = 1.0,
+        lambda_gan: NonNegativeFloat = 1.0,
+        lambda_nce: NonNegativeFloat = 1.0,
+        lambda_ce: NonNegativeFloat = 1.0,
+        lambda_idt: NonNegativeFloat = 1.0,
         idt: str = "nce",
         nce_layers: Sequence[str] = CUT_TAPS,
-        num_patches: int = 256,
-        nce_T: float = 0.07,
-        netF_nc: int = 256,
+        num_patches: PositiveInt = 256,
+        nce_T: PositiveFloat = 0.07,
+        netF_nc: PositiveInt = 256,
         head_init: str = "xavier",
-        head_init_gain: float = 0.02,
+        head_init_gain: PositiveFloat = 0.02,
         stiefel_optimizer: str = "orthogonal",
         orthogonal_map: str | None = None,
         swap_weights: bool = False,

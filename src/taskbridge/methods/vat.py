@@ -30,12 +30,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
+from taskbridge.bounds import NonNegativeFloat, PositiveFloat, PositiveInt, Unit
+from taskbridge.callbacks import Callback, ParameterDrift
 from taskbridge.config import build
 from taskbridge.methods.base import Method, check_no_reference
 from taskbridge.methods.common import build_network
 from taskbridge.registry import METHODS, RESTORERS, TASKS, TRANSLATORS
+from taskbridge.run_config import describe_errors
 from taskbridge.tasks.base import ClassificationTargets, Detections, DetectionTargets
 from taskbridge.translators.vat import VaTTranslator
 from taskbridge.uncertainty.augment import augment_batch
@@ -43,6 +47,26 @@ from taskbridge.uncertainty.certainty import WEIGHTINGS, background_weight, dete
 from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, sample_clean_share
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
 from taskbridge.uncertainty.pseudo_labels import classification_pseudo_labels, predict_views, union_nms
+
+
+class NuqFit(BaseModel):
+    """`method.nuq_fit`: fit the NUQ on unmodified clean images of a declared split (REFERENCE 1.4 [decision])."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str  # image folder, or an .npz (then `pool` + `fractions` name its clean pool, as data.split cuts it)
+    split: str  # the declared split's name, stored with the fitted NUQ
+    max_images: PositiveInt = 500
+    size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = None  # default 256 (detection) / 32 (classification)
+    batch_size: PositiveInt = 8
+    refit: bool = True  # refit bandwidth and threshold for this detector
+    holdout: Unit = 0.2
+    quantile: Unit = 0.95
+    save: str | None = None
+    pool: str | None = None
+    fractions: dict[str, NonNegativeFloat] | None = None
+    seed: int = 0
+
 
 TRANSLATOR = {"type": "vat", "width": 16, "heads": 2, "expansion": 2.66, "gate_channels": 3, "global_residual": False}
 
@@ -107,23 +131,23 @@ class VaT(Method):
         translation_flow: bool = True,
         hq_flow: bool = True,
         mixup: str = "uncertainty",
-        mixup_alpha: float = 0.5,
+        mixup_alpha: PositiveFloat = 0.5,
         mixup_sampler: str = "code",
         weighting: str = "official",
-        umix_c: float = 0.5,
-        umix_eta: float = 500.0,
+        umix_c: NonNegativeFloat = 0.5,
+        umix_eta: NonNegativeFloat = 500.0,
         nuq: str | Path | NUQ | None = None,
-        nuq_fit: dict[str, Any] | None = None,
-        u_threshold: float | None = None,
-        conf_hi: float = 0.5,
-        conf_lo: float = 0.2,
-        pseudo_conf: float = 0.1,
-        pseudo_iou: float = 0.6,
-        pseudo_max_det: int = 1000,
+        nuq_fit: NuqFit | dict[str, Any] | None = None,
+        u_threshold: PositiveFloat | None = None,
+        conf_hi: Unit = 0.5,
+        conf_lo: Unit = 0.2,
+        pseudo_conf: Unit = 0.1,
+        pseudo_iou: Unit = 0.6,
+        pseudo_max_det: PositiveInt = 1000,
         pseudo_views: str = "code",
         augment: bool = False,
-        cycle_weight: float = 1.0,
-        mle_weight: float = 1.0,
+        cycle_weight: NonNegativeFloat = 1.0,
+        mle_weight: NonNegativeFloat = 1.0,
     ) -> None:
         super().__init__()
         for name, value, allowed in (("mixup", mixup, MIXUPS), ("weighting", weighting, WEIGHTINGS),
@@ -174,25 +198,23 @@ class VaT(Method):
             self.nuq.config.threshold = float(self.u_threshold)
 
     @staticmethod
-    def _check_nuq_fit(nuq_fit: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _check_nuq_fit(nuq_fit: NuqFit | dict[str, Any] | None) -> NuqFit | None:
         if nuq_fit is None:
             return None
-        opts = dict(nuq_fit)
-        unknown = set(opts) - {"folder", "split", "max_images", "size", "batch_size", "refit", "holdout",
-                               "quantile", "save", "pool", "fractions", "seed"}
-        if unknown or "folder" not in opts or "split" not in opts:
-            raise ValueError(f"method.nuq_fit needs folder and split (unmodified clean images of a declared "
-                             f"split); optional max_images, size, batch_size, refit, holdout, quantile, save. "
-                             f"Unknown: {sorted(unknown)}")
+        if not isinstance(nuq_fit, NuqFit):
+            try:
+                nuq_fit = NuqFit.model_validate(dict(nuq_fit))
+            except ValidationError as err:
+                raise ValueError(f"method.nuq_fit: {describe_errors(err)}") from None
         from taskbridge.data.root import resolve_data_path
 
-        opts["folder"] = str(resolve_data_path(opts["folder"]))
-        is_npz = opts["folder"].endswith(".npz") and Path(opts["folder"]).is_file()
-        if not (Path(opts["folder"]).is_dir() or is_npz):
-            raise FileNotFoundError(f"method.nuq_fit.folder: {opts['folder']} is not a folder or an .npz file")
-        if is_npz and not {"pool", "fractions"} <= set(opts):
+        folder = resolve_data_path(nuq_fit.folder)
+        is_npz = folder.suffix == ".npz" and folder.is_file()
+        if not (folder.is_dir() or is_npz):
+            raise FileNotFoundError(f"method.nuq_fit.folder: {folder} is not a folder or an .npz file")
+        if is_npz and (nuq_fit.pool is None or nuq_fit.fractions is None):
             raise ValueError("method.nuq_fit with an .npz needs pool and fractions (the clean pool of data.split)")
-        return opts
+        return nuq_fit.model_copy(update={"folder": str(folder)})
 
     def fit_nuq(self) -> NUQ | None:
         """Fit the NUQ from `nuq_fit` (lazily, at the first training step, on the task's device), so
@@ -202,25 +224,29 @@ class VaT(Method):
             return self.nuq
         opts = self._nuq_fit
         default_size = 256 if self.kind == "detection" else 32
-        if str(opts["folder"]).endswith(".npz"):
-            batches = _fit_npz_pool(opts["folder"], str(opts["pool"]), dict(opts["fractions"]),
-                                    int(opts.get("seed", 0)), int(opts.get("max_images", 500)),
-                                    int(opts.get("batch_size", 8)))
+        if opts.folder.endswith(".npz"):
+            batches = _fit_npz_pool(opts.folder, str(opts.pool), dict(opts.fractions or {}), opts.seed,
+                                    opts.max_images, opts.batch_size)
         else:
-            batches = _fit_images(opts["folder"], int(opts.get("max_images", 500)), opts.get("size", default_size),
-                                  int(opts.get("batch_size", 8)))
-        common = {"split": str(opts["split"]), "refit": bool(opts.get("refit", True)),
-                  "holdout": float(opts.get("holdout", 0.2)), "quantile": float(opts.get("quantile", 0.95))}
+            batches = _fit_images(opts.folder, opts.max_images, opts.size or default_size, opts.batch_size)
+        common = {"split": opts.split, "refit": opts.refit, "holdout": opts.holdout, "quantile": opts.quantile}
         fitted = (fit_nuq_from_detector(self.task, batches, conf_thres=self.pseudo_conf, **common)
                   if self.kind == "detection" else fit_nuq_from_classifier(self.task, batches, **common))
-        fitted.config.info["folder"] = str(opts["folder"])
-        if opts.get("save"):
-            fitted.save(Path(opts["save"]))
+        fitted.config.info["folder"] = opts.folder
+        if opts.save:
+            fitted.save(Path(opts.save))
         self.nuq = fitted
         self._apply_threshold()
         return fitted
 
     # ------------------------------------------------------------------ Method contract
+    def callbacks(self) -> list[Callback]:
+        """How far the gate and the transformation module moved from their start (logged as drift/*)."""
+        parts = {"transform": self.T_A.transform}
+        if self.T_A.fusion is not None:
+            parts = {"gate": self.T_A.fusion, **parts}
+        return [ParameterDrift(parts)]
+
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"translator": [*self.T_A.parameters(), *self.T_B.parameters()]}
 

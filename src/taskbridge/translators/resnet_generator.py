@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from taskbridge.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 from taskbridge.modules.layers import BlurPool2d, BlurUpsample2d, init_weights, make_norm
 from taskbridge.registry import TRANSLATORS
 
@@ -164,12 +165,12 @@ class ResnetGenerator(nn.Module):
 
 @TRANSLATORS.register("resnet-generator")
 def resnet_generator(
-    n_blocks: int = 9,
-    ngf: int = 64,
+    n_blocks: NonNegativeInt = 9,
+    ngf: PositiveInt = 64,
     antialias: bool = False,
     norm: str = "instance",
     init: str = "normal",
-    init_gain: float = 0.02,
+    init_gain: PositiveFloat = 0.02,
 ) -> ResnetGenerator:
     """CycleGAN/CUT ResNet generator (works in [-1, 1]); antialias=True is CUT's variant."""
     return ResnetGenerator(

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from taskbridge.bounds import PositiveFloat, PositiveInt
 from taskbridge.registry import TRANSLATORS
 from taskbridge.translators.restormer import TransformerBlock
 
@@ -143,9 +144,9 @@ class VaTTranslator(nn.Module):
 def vat_translator(
     in_channels: int | None = None,
     gated: bool | None = None,
-    width: int = 16,
-    heads: int = 2,
-    expansion: float = 2.66,
+    width: PositiveInt = 16,
+    heads: PositiveInt = 2,
+    expansion: PositiveFloat = 2.66,
     gate_channels: int = 3,
     global_residual: bool = False,
 ) -> VaTTranslator:
