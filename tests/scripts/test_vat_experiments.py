@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vat_experiments.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vat_experiments.py"
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from taskbridge.engine.data import plan_data
 from taskbridge.engine.trainer import Trainer
 from taskbridge.registry import RegistryError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 SETTING = RECIPES / "compare" / "dehaze-det-160.yaml"
 CLS_SETTING = RECIPES / "compare" / "lowlight-cls-32.yaml"

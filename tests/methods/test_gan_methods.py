@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from gan_helpers import TINY, build_optimizers, load_batch
+from support.gan import TINY, build_optimizers, load_batch
 from taskbridge.registry import METHODS
 
 
@@ -78,7 +78,7 @@ def test_cut_loss_is_gan_plus_half_of_both_nce(batch: dict[str, Any]) -> None:
     torch.testing.assert_close(out["loss/G"].detach(), expect)
 
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 @pytest.mark.parametrize(

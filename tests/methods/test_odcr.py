@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan_helpers import TINY, build_optimizers, load_batch
+from support.gan import TINY, build_optimizers, load_batch
 from taskbridge.losses.patchnce import l2_normalize
 from taskbridge.methods.odcr import DWFC, ODCR, wpnce_loss
 from taskbridge.modules.stiefel import (

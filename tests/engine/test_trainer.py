@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from support.engine import TINY, TinyMethod, tiny_config, tiny_pairs, tiny_registered
 from taskbridge import checkpoint as ckpt
 from taskbridge.config import ConfigError
 from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec
 from taskbridge.engine.sampler import EpochBatchSampler
 from taskbridge.engine.trainer import NonFiniteLossError, Trainer
 from taskbridge.inference import load_inference_model
-from test_engine_support import TINY, TinyMethod, tiny_config, tiny_pairs, tiny_registered
 
 
 @pytest.fixture(autouse=True)

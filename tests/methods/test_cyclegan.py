@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from gan_helpers import TINY, load_batch
+from support.gan import TINY, load_batch
 from taskbridge.methods.cyclegan import CycleGAN
 
 

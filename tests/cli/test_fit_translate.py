@@ -10,15 +10,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from support.engine import TINY, tiny_registered, write_image_folders
 from taskbridge import checkpoint as ckpt
 from taskbridge.cli import app
 from taskbridge.config import ConfigError
 from taskbridge.data.io import read_image
 from taskbridge.engine.data import plan_data
 from taskbridge.engine.trainer import Trainer
-from test_engine_support import TINY, tiny_registered, write_image_folders
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
