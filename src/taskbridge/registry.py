@@ -59,6 +59,11 @@ class Registry:
             except ImportError as err:  # optional dependency missing: keep the rest usable
                 self._failed[mod] = str(err)
 
+    def failed(self) -> dict[str, str]:
+        """Plugin modules that could not be imported (an optional dependency missing), with the reason."""
+        self._load()
+        return dict(self._failed)
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._entries)

@@ -50,8 +50,13 @@ def test_five_step_smoke_fit(name: str, batch: dict[str, Any]) -> None:
     method.eval()
     with torch.no_grad():
         y = method.translate(batch["A"])
-    assert y.shape == batch["A"].shape and y.min() >= 0 and y.max() <= 1
-    assert set(method.visuals(batch)) >= {"real_A", "fake_B", "real_B"}
+        # the A -> B generator in its [-1, 1] range, mapped back to [0, 1] by hand
+        g = method.G_A if name == "cyclegan" else method.G
+        want = ((g(batch["A"] * 2 - 1) + 1) / 2).clamp(0, 1)
+    assert method.range == (-1.0, 1.0) and torch.equal(y, want)
+    vis = method.visuals(batch)
+    assert set(vis) >= {"real_A", "fake_B", "real_B"} and torch.allclose(vis["fake_B"], want, atol=1e-6)
+    assert torch.allclose(vis["real_A"], batch["A"], atol=1e-6)
 
 
 def test_bad_batch_is_named() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from taskbridge.data.io import list_images, read_image, save_image
+from taskbridge.data.unpaired import EpochDataset
 from taskbridge.methods.base import Method
 from taskbridge.registry import METHODS
 
@@ -28,6 +28,10 @@ class TinyMethod(Method):
     def __init__(self, width: int = 4, nan_at: int | None = None) -> None:
         super().__init__()
         self.pre = nn.Conv2d(3, 3, 1)  # frozen part: must not go into model.safetensors
+        with torch.no_grad():  # the same weights whenever it is built (as frozen weights loaded by name are)
+            g = torch.Generator().manual_seed(0)
+            self.pre.weight.copy_(torch.eye(3)[:, :, None, None] + 0.1 * torch.randn(3, 3, 1, 1, generator=g))
+            self.pre.bias.zero_()
         for p in self.pre.parameters():
             p.requires_grad_(False)
         self.net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, 3, 1))
@@ -40,7 +44,7 @@ class TinyMethod(Method):
     def default_optim(self) -> dict[str, dict[str, Any]]:
         return {"G": {"type": "adamw", "lr": 1e-2, "weight_decay": 1e-4}, "D": {"type": "adam", "lr": 5e-3, "betas": [0.5, 0.999]}}
 
-    def translate(self, images: Tensor) -> Tensor:
+    def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
         return (images + self.net(self.pre(images))).clamp(0, 1)
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
@@ -76,7 +80,7 @@ def tiny_registered() -> Iterator[None]:
         METHODS._docs.pop(TINY, None)
 
 
-class PairsInMemory(Dataset):
+class PairsInMemory(EpochDataset):
     """Unpaired A/B tensors; `set_epoch` re-pairs B by a permutation drawn from (seed, epoch)."""
 
     def __init__(self, a: Tensor, b: Tensor, seed: int = 0) -> None:
