@@ -1,0 +1,62 @@
+"""Networks come from recipe sections through the registries, and every shipped recipe builds what it did.
+
+`golden_networks.json` was recorded from the code before methods took `generator:` / `discriminator:` /
+`translator:` sections (c23cf54, one line per recipe: parameters per optimizer group, number of state-dict
+entries, sha256 of the trainable state dict's keys and initial values under the recipe's seed). Any change
+to a default network, its initialisation or the order in which a method builds its networks breaks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskbridge.checkpoint import trainable_state
+from taskbridge.config import load_recipe, to_dict
+from taskbridge.engine.seed import seed_everything
+from taskbridge.inference.load import build_method
+from taskbridge.registry import METHODS
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((Path(__file__).with_name("golden_networks.json")).read_text())
+
+
+def _fingerprint(method: torch.nn.Module) -> dict:
+    state = trainable_state(method)
+    h = hashlib.sha256()
+    n = 0
+    for k in sorted(state):
+        v = state[k]
+        if isinstance(v, torch.Tensor):
+            h.update(k.encode())
+            h.update(v.detach().float().contiguous().numpy().tobytes())
+            n += 1
+    groups = {g: sum(p.numel() for p in ps) for g, ps in method.optim_groups().items()}
+    return {"groups": groups, "n_keys": n, "sha256": h.hexdigest()}
+
+
+@pytest.mark.parametrize("recipe", sorted(GOLDEN))
+def test_shipped_recipes_build_the_same_networks(recipe: str) -> None:
+    cfg = to_dict(load_recipe(REPO / recipe))
+    seed_everything(int(cfg.get("seed", 0)))
+    assert _fingerprint(build_method(cfg)) == GOLDEN[recipe]
+
+
+def test_golden_covers_every_method_recipe() -> None:
+    shipped = {str(p.relative_to(REPO)) for p in (REPO / "recipes").rglob("*.yaml")
+               if "splits" not in p.parts and "type" in (to_dict(load_recipe(p)).get("method") or {})}
+    assert shipped == set(GOLDEN)
+
+
+@pytest.mark.parametrize(("name", "groups"), [
+    ("cyclegan", {"G": 2 * 11_378_179, "D": 2 * 2_764_737}),  # REFERENCE 4: G 11.378 M, D 2.765 M
+    # + PatchNCE heads Linear(C, 256)-Linear(256, 256) on the taps of 3, 128, 256, 256, 256 channels: 560,384
+    ("cut", {"G": 11_378_179 + 560_384, "D": 2_764_737}),
+])
+def test_default_sections_are_the_published_networks(name: str, groups: dict[str, int]) -> None:
+    method = METHODS.create(name)
+    assert {g: sum(p.numel() for p in ps) for g, ps in method.optim_groups().items()} == groups
