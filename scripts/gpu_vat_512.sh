@@ -42,7 +42,7 @@ run_of() { [ ${#seeds[@]} = 1 ] && echo "$root" || echo "$root-s$1"; }
 for s in "${seeds[@]}"; do
   ( timeout "${FIT_SECONDS:-300}" "${cli[@]}" fit recipes/dehaze-det-vat.yaml -o "$(run_of "$s")" --no-report \
       seed="$s" data.resize="[$size,$size]" data.size="$size" data.num_workers="${WORKERS:-8}" \
-      method.nuq_fit.size="$size" val.translate_size="$size" \
+      method.nuq_fit.size="$size" inference.working_size="$size" \
       train.steps="$steps" train.val_every=100 train.ckpt_every=100 train.image_every=500 train.amp=true \
       train.device="$device" > "$(run_of "$s").log" 2>&1
     echo "seed $s: fit exit $? (124 = stopped at FIT_SECONDS; the best checkpoint so far is scored)" \
@@ -60,8 +60,8 @@ cat "$out/fit.txt"
 for s in "${seeds[@]}"; do
   run=$(run_of "$s")
   "${cli[@]}" evaluate --task yolov5n --data "${TASKBRIDGE_DATA:-../shared/data}/dawn_fog" \
-    --subset recipes/splits/dawn_fog.json:test --grid 0 --translator "$run" \
-    --translate-size "$size" --quality --device "$device" --out "$run/test" > "$run/test.log" 2>&1 &
+    --subset recipes/splits/dawn_fog.json:test --grid 0 --translator "$run" --no-baseline \
+    --quality --device "$device" --out "$run/test" > "$run/test.log" 2>&1 &
 done
 wait
 for s in "${seeds[@]}"; do
