@@ -8,9 +8,10 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_cmd(
-        family: str = typer.Argument(None, help="Only this family (degradation, restorer, task, translator, method, metric, weights)."),
+        family: str = typer.Argument(None, help="Only this family (degradation, restorer, task, translator, "
+                                     "discriminator, loss, method, metric) or weights."),
     ) -> None:
-        """List registered degradations, restorers, tasks, translators, methods, metrics and weights."""
+        """List registered degradations, restorers, tasks, translators, discriminators, losses, methods, metrics and weights."""
         from taskbridge import hub
         from taskbridge.registry import FAMILIES
 

@@ -16,7 +16,7 @@ from taskbridge.registry import LOSSES
 
 @LOSSES.register("dwfc")
 class DWFC(nn.Module):
-    """theta_h, theta_c in R^D for one layer (rows of `theta`); no bias, as Eq. 8 is written."""
+    """ODCR's haze/clear channel classifier of one layer: theta_h, theta_c in R^D, no bias (Eq. 8)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
