@@ -6,9 +6,12 @@ belongs to, so a number reported with these weights can be traced to the exact f
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,35 @@ import torch
 
 class WeightsNotFoundError(FileNotFoundError):
     """No local copy and no way to download: the message says which file to place where."""
+
+
+class UntrustedPickleError(RuntimeError):
+    """A file could only be opened by unpickling it (running whatever code it holds) and nobody trusted it."""
+
+
+_TRUST_PICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("trust_pickle", default=False)
+
+
+@contextmanager
+def trusting_pickles(trust: bool = True) -> Iterator[None]:
+    """Within this block, files that can only be unpickled may be opened (the CLI's --trust-pickle).
+
+    Trust is given by the person running a command, by name; it is never read from a recipe or from a
+    run's recorded configuration, so opening someone else's run cannot run their code.
+    """
+    token = _TRUST_PICKLE.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST_PICKLE.reset(token)
+
+
+def require_pickle_trust(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse, in one line naming the file, unless the user opted in with --trust-pickle."""
+    if not _TRUST_PICKLE.get():
+        raise UntrustedPickleError(
+            f"{path}: {what} is a pickle, and loading it runs whatever code it contains. If you trust this file, "
+            "add --trust-pickle to the command (a recipe or a run's checkpoint never grants that)")
 
 
 class ChecksumError(RuntimeError):

@@ -101,7 +101,7 @@ def test_ultralytics_adapter_or_clear_error(tmp_path) -> None:
 
     if importlib.util.find_spec("ultralytics") is None:
         with pytest.raises(ImportError, match="pip install ultralytics"):
-            TASKS.create("ultralytics", weights="yolov8n.pt")
+            TASKS.create("ultralytics", weights="yolov8n.yaml")
         return
     # ultralytics patches PIL and other globals on import and may try to pip-install things:
     # run it in its own offline process so it cannot change the rest of the suite.

@@ -42,12 +42,12 @@ def main() -> None:
     from taskbridge.checkpoint import CheckpointError
     from taskbridge.config import ConfigError
     from taskbridge.data.io import ImageReadError
-    from taskbridge.hub import ChecksumError, WeightsNotFoundError
+    from taskbridge.hub import ChecksumError, UntrustedPickleError, WeightsNotFoundError
     from taskbridge.inference import PipelineError
     from taskbridge.registry import RegistryError
 
     user_errors = (WeightsNotFoundError, ChecksumError, ConfigError, ImageReadError, RegistryError, FileNotFoundError,
-                   CheckpointError, PipelineError)
+                   CheckpointError, PipelineError, UntrustedPickleError)
     try:
         app(standalone_mode=True)
     except user_errors as err:

@@ -52,6 +52,7 @@ def build_class_map(classes: str | None, map_dataset: list[str] | None, map_mode
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
+        ctx: typer.Context,
         task: str = typer.Option(..., help="Task name (taskbridge list task), e.g. yolov5n, cifar-resnet20."),
         data: Path = typer.Option(..., help="Labelled data: a detection folder (DAWN / YOLO layout) or a CIFAR .npz (or its folder)."),
         restorer: list[str] = typer.Option(None, help="Restorer(s), one table row each (repeatable); with a --translator "
@@ -93,8 +94,12 @@ def register(app: typer.Typer) -> None:
                                      "PSNR/SSIM vs the clean image (with --degrade) and NIQE; a second table."),
         out: Path = typer.Option(None, help="Output folder (default runs/evaluate/<task>-<data>)."),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+        trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
         """Evaluate a frozen task on degraded data, optionally behind restorers and a trained translator."""
+        from taskbridge.hub import trusting_pickles
+
+        ctx.with_resource(trusting_pickles(trust_pickle))
         import torch
 
         from taskbridge.evaluation import (

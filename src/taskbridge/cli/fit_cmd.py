@@ -11,6 +11,7 @@ def register(app: typer.Typer) -> None:
         context_settings={"allow_extra_args": False},
     )
     def fit_cmd(
+        ctx: typer.Context,
         recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/smoke.yaml."),
         overrides: list[str] = typer.Argument(None, help="Recipe overrides key=value, e.g. train.steps=100 data.batch_size=2."),
         resume: str = typer.Option(None, "--resume", help="'auto' (the run's last checkpoint, if any) or a checkpoint path."),
@@ -19,8 +20,12 @@ def register(app: typer.Typer) -> None:
         until: int = typer.Option(None, "--until", help="Stop (with a checkpoint) after this step; resume later."),
         report: bool = typer.Option(True, "--report/--no-report", help="After training, print the validation "
                                     "table: plain input vs restorer alone vs the trained translator (best)."),
+        trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
         """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation."""
+        from taskbridge.hub import trusting_pickles
+
+        ctx.with_resource(trusting_pickles(trust_pickle))
         import json
 
         from taskbridge.checkpoint import CheckpointError

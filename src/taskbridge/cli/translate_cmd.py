@@ -18,6 +18,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("translate")
     def translate_cmd(
+        ctx: typer.Context,
         ckpt: str = typer.Option(..., "--ckpt", help="Checkpoint dir, a run's checkpoints/ dir, or its output dir."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of degraded images (searched recursively)."),
         out_dir: Path = typer.Option(..., "--out", help="Output folder; names and sub-folders are kept."),
@@ -28,8 +29,12 @@ def register(app: typer.Typer) -> None:
         prefer: str = typer.Option("best", "--prefer", help="For a run folder: 'best' (validation-selected) or 'last'."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         on_error: str = typer.Option("skip", "--on-error", help="Unreadable input: skip (warn) or raise."),
+        trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
         """Translate every image of a folder with a trained method (full-resolution output)."""
+        from taskbridge.hub import trusting_pickles
+
+        ctx.with_resource(trusting_pickles(trust_pickle))
         import torch
         from tqdm import tqdm
 

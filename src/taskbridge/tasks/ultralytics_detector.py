@@ -39,8 +39,13 @@ class UltralyticsDetector(DetectionTask):
     """A frozen ultralytics DetectionModel loaded from the user's weights file (e.g. yolov8n.pt)."""
 
     def __init__(self, weights: str) -> None:
-        """`weights`: a .pt checkpoint, or a model yaml such as `yolov8n.yaml` (random weights, offline)."""
+        """`weights`: a .pt checkpoint (a pickle: needs --trust-pickle), or a model yaml such as `yolov8n.yaml`
+        (random weights, offline)."""
         super().__init__()
+        if not str(weights).endswith((".yaml", ".yml")):  # ultralytics unpickles .pt files with weights_only=False
+            from taskbridge.hub import require_pickle_trust
+
+            require_pickle_trust(weights, "an ultralytics checkpoint")
         YOLO = _ultralytics()
         model = YOLO(weights).model
         args = getattr(model, "args", None)
