@@ -31,6 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from taskbridge.data.io import UMASK, atomic_write_text, publish
+
 FORMAT_VERSION = 1
 LAST_POINTER = "LAST"
 BEST_DIR = "best"
@@ -133,13 +135,6 @@ def load_trainable_state(method: nn.Module, state: Mapping[str, Any], where: str
 # --------------------------------------------------------------------------- save / load
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     directory: str | os.PathLike[str],
     method: nn.Module,
@@ -169,11 +164,15 @@ def save_checkpoint(
             "state": state_json,
         }
         (tmp / "meta.json").write_text(json.dumps(doc, indent=1, allow_nan=True))
+        for f in tmp.iterdir():  # on disk before the folder is renamed into place
+            os.chmod(f, 0o666 & ~UMASK)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
         old = None
         if directory.exists():
             old = directory.parent / f".{directory.name}.old-{os.getpid()}"
             os.replace(directory, old)
-        os.replace(tmp, directory)
+        publish(tmp, directory, folder=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -220,7 +219,7 @@ def step_dir_name(step: int) -> str:
 
 
 def write_last_pointer(ckpt_root: Path, name: str) -> None:
-    _atomic_write_text(ckpt_root / LAST_POINTER, name + "\n")
+    atomic_write_text(ckpt_root / LAST_POINTER, name + "\n")
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = "last") -> Path:

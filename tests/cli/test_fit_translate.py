@@ -58,7 +58,9 @@ def test_fit_smoke_recipe_then_resume_then_translate(shared_data: Path, tmp_path
     dst = tmp_path / "translated"
     _ok(["translate", "--ckpt", str(run), "--in", str(a_dir), "--out", str(dst), "--size", "16", "--device", "cpu"])
     src_files = sorted(p.name for p in a_dir.iterdir())
-    assert sorted(p.name for p in dst.iterdir()) == src_files
+    assert sorted(p.name for p in dst.iterdir()) == [*src_files, "translate.json"]
+    report = json.loads((dst / "translate.json").read_text())
+    assert len(report["written"]) == 5 and report["skipped"] == [] and report["model"]["working_size"] == [16, 16]
     x, y = read_image(a_dir / src_files[0]), read_image(dst / src_files[0])
     assert x.shape == y.shape == (3, 40, 40) and not torch.equal(x, y)
 

@@ -191,14 +191,17 @@ def test_cli_degrade_lowlight_and_errors(three_images: Path, tmp_path: Path) -> 
                               "-p", "gamma=[1.5, 5]", "-p", "read_noise=0.01"])
     assert res.exit_code == 0, res.output
     side = json.loads((out / "degrade.json").read_text())
-    assert side["skipped"] == ["broken.jpg"] and "broken.jpg" in res.output
+    assert [k["file"] for k in side["skipped"]] == ["broken.jpg"] and "broken.jpg" in res.output
+    assert "not a readable image" in side["skipped"][0]["reason"]
     assert {Path(k).suffix for k in side["images"]} == {".jpg"} and all(1.5 <= r["gamma"] <= 5 for r in side["images"].values())
     bad_kind = runner.invoke(app, ["degrade", "--kind", "snow", "--in", str(three_images), "--out", str(out)])
     assert bad_kind.exit_code != 0 and "unknown degradation 'snow'" in bad_kind.output and "haze" in bad_kind.output
     bad_opt = runner.invoke(app, ["degrade", "--kind", "haze", "--in", str(three_images), "--out", str(out), "-p", "gamma=2"])
     assert bad_opt.exit_code != 0 and "gamma" in bad_opt.output
     same = runner.invoke(app, ["degrade", "--kind", "haze", "--in", str(three_images), "--out", str(three_images)])
-    assert same.exit_code != 0 and "--out must differ" in same.output
+    assert same.exit_code == 2 and "is the input folder" in same.output
     strict = runner.invoke(app, ["degrade", "--kind", "haze", "--in", str(three_images), "--out", str(tmp_path / "s"),
-                                 "--on-error", "raise"])
-    assert strict.exit_code == 1 and "broken.jpg" in strict.output
+                                 "--no-skip-bad"])
+    assert strict.exit_code == 2 and "broken.jpg" in strict.output and "--skip-bad to continue" in strict.output
+    again = runner.invoke(app, ["degrade", "--kind", "lowlight", "--in", str(three_images), "--out", str(out)])
+    assert again.exit_code == 2 and "would be replaced" in again.output and "--overwrite" in again.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -167,4 +168,9 @@ def test_restore_cli_keeps_layout(tmp_path: Path, shared_data: Path) -> None:
 
     (src / "broken.png").write_bytes(b"not an image")
     result = CliRunner().invoke(app, ["restore", "-r", "identity", "--in", str(src), "--out", str(tmp_path / "o2")])
-    assert result.exit_code != 0 and "broken.png" in str(result.output) + str(result.exception)
+    assert result.exit_code == 0 and "skipped 1" in result.output  # one skip policy: bad inputs are skipped ...
+    report = json.loads((tmp_path / "o2" / "restore.json").read_text())
+    assert len(report["written"]) == 2 and report["skipped"][0]["file"].endswith("broken.png")  # ... and listed
+    result = CliRunner().invoke(app, ["restore", "-r", "identity", "--in", str(src), "--out", str(tmp_path / "o3"),
+                                      "--no-skip-bad"])
+    assert result.exit_code == 2 and "broken.png: not a readable image" in result.output

@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help and plain errors: a bad input is one line, not a framed box
 )
 
 # Explicit list: one module per command group, imported here so `--help` lists them all.
@@ -39,6 +40,8 @@ for _name in COMMANDS:
 def main() -> None:
     """Entry point: user errors (missing weights or files, bad recipes, unreadable images) print one
     clear line and exit 2 instead of a traceback."""
+    import click
+
     from taskbridge.checkpoint import CheckpointError
     from taskbridge.config import ConfigError
     from taskbridge.data.io import ImageReadError
@@ -49,7 +52,22 @@ def main() -> None:
     user_errors = (WeightsNotFoundError, ChecksumError, ConfigError, ImageReadError, RegistryError, FileNotFoundError,
                    CheckpointError, PipelineError, UntrustedPickleError)
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # a command that ended with typer.Exit(code)
+            raise SystemExit(code)
+    except click.exceptions.NoArgsIsHelpError as err:
+        typer.echo(err.ctx.get_help() if err.ctx is not None else err.format_message())
+        raise SystemExit(0) from None
+    except click.exceptions.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as err:  # bad options or values: one line, with where to look
+        command = f" {err.ctx.command_path}" if getattr(err, "ctx", None) is not None else ""
+        hint = f" (taskbridge{command.replace(' taskbridge', '')} --help)" if isinstance(err, click.UsageError) else ""
+        typer.echo(f"error: {err.format_message()}{hint}", err=True)
+        raise SystemExit(err.exit_code) from None
     except user_errors as err:
         typer.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None

@@ -7,13 +7,21 @@ parameters used per image go to ``<out>/degrade.json`` next to the images.
 
 from __future__ import annotations
 
-import json
 import warnings
 import zlib
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from taskbridge.cli.outputs import (
+    Skips,
+    output_paths,
+    prepare_output_folder,
+    refuse_existing,
+    skip_option,
+    write_report,
+)
 
 SIDECAR = "degrade.json"
 
@@ -47,37 +55,41 @@ def degrade_folder(
     seed: int = 0,
     params: dict[str, Any] | None = None,
     ext: str = "same",
-    on_error: str = "skip",
+    skip_bad: bool = True,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Degrade every image under `in_dir` into `out_dir` (same relative paths); returns the sidecar."""
     import torch
     from tqdm import tqdm
 
-    from taskbridge.data.io import list_images, save_image, try_read_image
+    from taskbridge.data.io import ImageReadError, list_images, read_image, save_image
     from taskbridge.registry import DEGRADATIONS
 
     params = dict(params or {})
     degradation = DEGRADATIONS.create(kind, **params)
     files = list_images(in_dir)
-    sidecar: dict[str, Any] = {"kind": kind, "options": params, "seed": seed, "input": str(in_dir), "images": {}, "skipped": []}
+    mapping = output_paths(files, in_dir, out_dir, None if ext == "same" else ext)
+    refuse_existing([*mapping.values(), out_dir / SIDECAR], out_dir, overwrite)
+    skips = Skips(skip_bad)
+    sidecar: dict[str, Any] = {"kind": kind, "options": params, "seed": seed, "input": str(in_dir), "images": {},
+                               "skipped": skips.items}
     for path in tqdm(files, desc=f"degrade {kind}", unit="img", disable=not progress):
         rel = path.relative_to(in_dir).as_posix()
-        image = try_read_image(path, on_error=on_error)
-        if image is None:
-            sidecar["skipped"].append(rel)
+        try:
+            image = read_image(path)
+        except ImageReadError as err:
+            skips.bad(rel, str(err))
             continue
         s = image_seed(seed, rel)
         g = torch.Generator().manual_seed(s)
         with torch.no_grad():
             out, used = degradation(image.unsqueeze(0), generator=g)
-        target = Path(rel) if ext == "same" else Path(rel).with_suffix("." + ext.lstrip("."))
-        save_image(out[0], out_dir / target)
+        target = save_image(out[0], mapping[path]).relative_to(out_dir)
         sidecar["images"][target.as_posix()] = {
             "source": rel, "seed": s, **{k: round(float(v[0]), 6) for k, v in used.items()},
         }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SIDECAR).write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    write_report(out_dir / SIDECAR, sidecar)
     return sidecar
 
 
@@ -86,11 +98,12 @@ def register(app: typer.Typer) -> None:
     def degrade_cmd(
         kind: str = typer.Option(..., "--kind", help="Registered degradation: haze or lowlight (see `taskbridge list degradation`)."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of clean images (searched recursively)."),
-        out_dir: Path = typer.Option(..., "--out", help="Output folder; relative paths are kept."),
+        out_dir: Path = typer.Option(..., "--out", help="Output folder (not inside --in); relative paths are kept."),
         seed: int = typer.Option(0, "--seed", help="Run seed; each image is seeded from it and its relative path."),
         param: list[str] = typer.Option([], "--param", "-p", help="Degradation option key=value, repeatable (e.g. scale=heavy, gamma=[1.5,5])."),
         ext: str = typer.Option("same", "--ext", help="Output format: same (as input), png or jpg."),
-        on_error: str = typer.Option("skip", "--on-error", help="Unreadable image: skip (warn, listed in the sidecar) or raise."),
+        skip_bad: bool = skip_option(),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
     ) -> None:
         """Write a synthetic degraded copy of an image folder, with the parameters of every image in degrade.json."""
         from taskbridge.registry import DEGRADATIONS, RegistryError
@@ -99,26 +112,17 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(RegistryError(f"unknown degradation '{kind}'. Available: {', '.join(DEGRADATIONS.names())}")))
         if not in_dir.is_dir():
             raise typer.BadParameter(f"--in {in_dir}: not a folder")
-        if out_dir.resolve() == in_dir.resolve():
-            raise typer.BadParameter("--out must differ from --in (the clean images would be overwritten)")
         if ext not in ("same", "png", "jpg", "jpeg"):
             raise typer.BadParameter(f"--ext must be same, png or jpg, got {ext!r}")
-        if on_error not in ("skip", "raise"):
-            raise typer.BadParameter(f"--on-error must be skip or raise, got {on_error!r}")
-        from taskbridge.data.io import ImageReadError
-
         kwargs = parse_params(param)
         try:  # validate the options before touching any file
             DEGRADATIONS.create(kind, **kwargs)
         except (TypeError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                sidecar = degrade_folder(kind, in_dir, out_dir, seed, kwargs, ext, on_error)
-        except (ImageReadError, FileNotFoundError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from err
+        prepare_output_folder(out_dir, [in_dir])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sidecar = degrade_folder(kind, in_dir, out_dir, seed, kwargs, ext, skip_bad, overwrite)
         for w in caught:
             typer.echo(f"warning: {w.message}", err=True)
         typer.echo(

@@ -29,12 +29,11 @@ def register(app: typer.Typer) -> None:
         import json
 
         from taskbridge.checkpoint import CheckpointError
-        from taskbridge.config import ConfigError, load_recipe, to_dict
+        from taskbridge.config import ConfigError
         from taskbridge.engine.trainer import NonFiniteLossError, Trainer
 
         try:
-            cfg = to_dict(load_recipe(recipe, overrides or []))
-            trainer = Trainer(cfg, output_dir=output_dir, device=device)
+            trainer = Trainer.from_recipe(recipe, overrides or [], output_dir=output_dir, device=device)
         except (ConfigError, FileNotFoundError, CheckpointError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err

@@ -8,6 +8,15 @@ from typing import Any
 
 import typer
 
+from taskbridge.cli.outputs import (
+    Skips,
+    output_paths,
+    prepare_output_folder,
+    refuse_existing,
+    skip_option,
+    write_report,
+)
+
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
     """`key=value` pairs -> kwargs; values are Python literals when they parse (1, 0.5, None, True)."""
@@ -23,49 +32,50 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def output_path(src: Path, root_in: Path, root_out: Path, ext: str) -> Path:
-    """Same relative path under `root_out`; the suffix becomes `ext` unless ext is 'keep'."""
-    rel = src.relative_to(root_in)
-    return root_out / (rel if ext == "keep" else rel.with_suffix("." + ext.lstrip(".")))
-
-
 def register(app: typer.Typer) -> None:
     @app.command("restore")
     def restore(
         restorer: str = typer.Option(..., "--restorer", "-r", help="Registered restorer, e.g. sci-medium, aodnet, dcp, identity."),
         src: Path = typer.Option(..., "--in", "-i", help="Folder of degraded images (searched recursively)."),
-        dst: Path = typer.Option(..., "--out", "-o", help="Output folder; the input folder structure is kept."),
+        dst: Path = typer.Option(..., "--out", "-o", help="Output folder (not inside --in); the input folder structure is kept."),
         ext: str = typer.Option("png", help="Output format (png, jpg, ...) or 'keep' for the input suffix."),
         option: list[str] = typer.Option(None, "--option", "-s", help="Restorer option key=value (repeatable)."),
         device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-        skip_bad: bool = typer.Option(False, help="Warn and skip unreadable images instead of stopping."),
+        skip_bad: bool = skip_option(),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
     ) -> None:
-        """Restore every image under --in with a frozen restorer and write the results under --out."""
+        """Restore every image under --in with a frozen restorer and write the results under --out (+ restore.json)."""
         import torch
         from tqdm import tqdm
 
         from taskbridge.data.io import ImageReadError, list_images, read_image, save_image
         from taskbridge.registry import RESTORERS
 
-        if src.resolve() == dst.resolve():
-            raise typer.BadParameter("--out must differ from --in (inputs would be overwritten)")
+        prepare_output_folder(dst, [src])
         files = list_images(src)
-        model = RESTORERS.create(restorer, **parse_options(option)).to(device)
-        written = skipped = 0
+        mapping = output_paths(files, src, dst, None if ext == "keep" else ext)
+        refuse_existing(list(mapping.values()), dst, overwrite)
+        try:
+            model = RESTORERS.create(restorer, **parse_options(option)).to(device)
+        except (TypeError, ValueError) as err:
+            raise typer.BadParameter(f"--restorer {restorer}: {err}") from None
+        skips = Skips(skip_bad)
+        written: dict[str, str] = {}
         with torch.no_grad():
             for path in tqdm(files, desc=f"restore [{restorer}]", unit="img"):
                 try:
                     image = read_image(path)
                 except ImageReadError as err:
-                    if not skip_bad:
-                        raise typer.BadParameter(f"{err} (use --skip-bad to continue past it)") from err
-                    typer.echo(f"skipping {path}: {err}", err=True)
-                    skipped += 1
+                    skips.bad(path, str(err))
                     continue
                 try:
                     out = model(image.unsqueeze(0).to(device))[0]
                 except Exception as err:
                     raise RuntimeError(f"restorer '{restorer}' failed on {path} {tuple(image.shape)}: {err}") from err
-                save_image(out.cpu(), output_path(path, src, dst, ext))
-                written += 1
-        typer.echo(f"restored {written} image(s) with '{restorer}' into {dst}" + (f"; skipped {skipped}" if skipped else ""))
+                written[str(path)] = str(save_image(out.cpu(), mapping[path]))
+        renamed = [str(t) for f, t in mapping.items() if t.stem != f.stem]
+        write_report(dst / "restore.json", {"command": "restore", "restorer": restorer, "options": parse_options(option),
+                                             "input": str(src), "written": written, "renamed": renamed,
+                                             "skipped": skips.items})
+        note = f"; {len(renamed)} renamed to keep same-stem files apart" if renamed else ""
+        typer.echo(f"restored {len(written)} image(s) with '{restorer}' into {dst}{note}{skips.summary()}")

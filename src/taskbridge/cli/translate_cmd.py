@@ -14,6 +14,15 @@ from pathlib import Path
 
 import typer
 
+from taskbridge.cli.outputs import (
+    Skips,
+    output_paths,
+    prepare_output_folder,
+    refuse_existing,
+    skip_option,
+    write_report,
+)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("translate")
@@ -21,14 +30,15 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         ckpt: str = typer.Option(..., "--ckpt", help="Checkpoint dir, a run's checkpoints/ dir, or its output dir."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of degraded images (searched recursively)."),
-        out_dir: Path = typer.Option(..., "--out", help="Output folder; names and sub-folders are kept."),
+        out_dir: Path = typer.Option(..., "--out", help="Output folder (not inside --in); names and sub-folders are kept."),
         size: int = typer.Option(None, "--size", help="Working size (square; default: the run's inference.working_size); "
                                  "0 = full resolution."),
         residual: bool = typer.Option(None, "--residual/--no-residual", help="Add the upsampled change or upsample the "
                                       "output (default: the run's inference.residual)."),
         prefer: str = typer.Option("best", "--prefer", help="For a run folder: 'best' (validation-selected) or 'last'."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-        on_error: str = typer.Option("skip", "--on-error", help="Unreadable input: skip (warn) or raise."),
+        skip_bad: bool = skip_option(),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
         """Translate every image of a folder with a trained method (full-resolution output)."""
@@ -39,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from tqdm import tqdm
 
         from taskbridge.checkpoint import CheckpointError
-        from taskbridge.data.io import list_images, save_image, try_read_image
+        from taskbridge.data.io import ImageReadError, list_images, read_image, save_image
         from taskbridge.engine.device import resolve_device
         from taskbridge.inference import load_inference_model
 
@@ -47,8 +57,11 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--prefer must be 'best' or 'last'")
         if size is not None and size < 0:
             raise typer.BadParameter("--size must be >= 0")
+        prepare_output_folder(out_dir, [in_dir])
+        files = list_images(in_dir)
+        mapping = output_paths(files, in_dir, out_dir, None)
+        refuse_existing(list(mapping.values()), out_dir, overwrite)
         try:
-            files = list_images(in_dir)
             dev = resolve_device(device)
             model = load_inference_model(ckpt, device=dev, prefer=prefer, working_size=-1 if size is None else size,
                                          residual=residual)
@@ -59,15 +72,17 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"translator {owns.get('path')} (step {owns.get('step')}); {len(files)} images; "
                    f"working size {owns['working_size']}, residual {owns['residual']}"
                    + (f", restorer {owns['restorer']} inside" if owns["restorer"] else ""))
-        written = skipped = 0
+        skips = Skips(skip_bad)
+        written: dict[str, str] = {}
         for f in tqdm(files, desc="translate", unit="img"):
-            img = try_read_image(f, on_error=on_error)
-            if img is None:
-                skipped += 1
+            try:
+                img = read_image(f)
+            except ImageReadError as err:
+                skips.bad(f, str(err))
                 continue
             with torch.no_grad():
                 out = model(img[None].to(dev))[0]
-            target = out_dir / f.relative_to(in_dir)
-            save_image(out, target)
-            written += 1
-        typer.echo(f"wrote {written} image(s) to {out_dir}" + (f", skipped {skipped} unreadable" if skipped else ""))
+            written[str(f)] = str(save_image(out, mapping[f]))
+        write_report(out_dir / "translate.json", {"command": "translate", "model": owns, "input": str(in_dir),
+                                                   "written": written, "skipped": skips.items})
+        typer.echo(f"wrote {len(written)} image(s) to {out_dir}{skips.summary()}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -55,8 +55,9 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
             arr = _to_float_rgb(img)
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{path}: not a readable image ({err}). Remove or replace the file.") from err
+    except Exception as err:  # any decoder failure (a PIL plugin may raise anything, e.g. an ImportError)
+        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err}). Remove or replace the "
+                             "file.") from err
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageReadError(f"{path}: image has zero size")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
@@ -76,12 +77,55 @@ def try_read_image(path: str | os.PathLike[str], on_error: str = "skip") -> torc
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """HWC uint8: round(255 x), half to even (numpy's and torch's rounding, as the reference protocol saves)."""
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a CHW image tensor with 1 or 3 channels, got shape {tuple(image.shape)}")
     img = image.detach().float().clamp(0, 1).cpu()
     if img.shape[0] == 1:
         img = img.expand(3, -1, -1)
-    return (img.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return np.round(img.permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+def publish(tmp: str | os.PathLike[str], path: str | os.PathLike[str], folder: bool = False) -> None:
+    """Give a temporary file (or folder) the permissions of a normally created one, flush it to disk,
+    and rename it into place: a crash leaves either the old file or the whole new one, never half."""
+    os.chmod(tmp, (0o777 if folder else 0o666) & ~UMASK)  # mkstemp/mkdtemp create 0600/0700
+    if not folder:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:  # the rename itself is durable once the folder's entry is
+        dir_fd = os.open(Path(path).parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically (temp file, fsync, rename), with normal permissions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike[str], quality: int = 95) -> Path:
@@ -94,7 +138,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike[str], quality: int =
     try:
         kwargs = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
         pil.save(tmp, **kwargs)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

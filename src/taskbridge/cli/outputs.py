@@ -1,0 +1,125 @@
+"""Where commands write: never over their inputs, never over earlier results without --overwrite, checked first.
+
+Every command that writes files asks `prepare_output_folder` before it reads anything heavy (an
+unwritable or clashing folder fails in one line, not after minutes of work), and maps its inputs to
+outputs with `output_paths`, which keeps relative paths and gives files that would land on the same
+name (`a.jpg` and `a.png` written as png) distinct names instead of silently writing one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def prepare_output_folder(out: Path, inputs: Sequence[Path] = (), flag: str = "--out") -> Path:
+    """Create `out` (with parents) and prove it is writable; refuse an input folder or a folder inside one."""
+    out_r = out.expanduser().resolve()
+    for src in inputs:
+        src_r = src.expanduser().resolve()
+        if out_r == src_r:
+            raise typer.BadParameter(f"{flag} {out} is the input folder {src}: its files would be overwritten; "
+                                     "write somewhere else")
+        if src_r.is_dir() and _inside(out_r, src_r):
+            raise typer.BadParameter(f"{flag} {out} is inside the input folder {src}: later runs would read the "
+                                     "outputs as inputs; write somewhere else")
+    if out_r.exists() and not out_r.is_dir():
+        raise typer.BadParameter(f"{flag} {out} exists and is not a folder")
+    try:
+        out_r.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_r, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise typer.BadParameter(f"{flag} {out}: cannot write there ({err.strerror or err})") from None
+    return out
+
+
+def output_paths(files: Sequence[Path], in_root: Path, out_root: Path, suffix: str | None) -> dict[Path, Path]:
+    """Input file -> output file: the same relative path under `out_root`, with `suffix` (None keeps each file's).
+
+    Files whose outputs would share a name (same stem, different suffix) keep their suffix in the stem
+    (`a.jpg` -> `a_jpg.png`), so nothing is written twice to one place.
+    """
+    def target(f: Path, keep: bool) -> Path:
+        rel = f.relative_to(in_root)
+        if suffix is None:
+            return out_root / rel
+        stem = f"{rel.stem}_{rel.suffix.lstrip('.').lower()}" if keep else rel.stem
+        return out_root / rel.parent / f"{stem}.{suffix.lstrip('.')}"
+
+    first = {f: target(f, False) for f in files}
+    counts: dict[Path, int] = {}
+    for t in first.values():
+        counts[t] = counts.get(t, 0) + 1
+    mapping = {f: (target(f, True) if counts[t] > 1 else t) for f, t in first.items()}
+    inputs = {f.resolve() for f in files}
+    clash = [t for t in mapping.values() if t.resolve() in inputs]
+    if clash:
+        raise typer.BadParameter(f"{clash[0]} is an input and would be overwritten; write to another folder")
+    return mapping
+
+
+def refuse_existing(targets: Sequence[Path], out: Path, overwrite: bool, flag: str = "--overwrite") -> None:
+    """One line if files from an earlier run would be replaced and the user did not ask for it."""
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise typer.BadParameter(f"{len(existing)} file(s) under {out} would be replaced (e.g. {existing[0].name}); "
+                                 f"pass {flag} or choose an empty folder")
+
+
+def fresh_folder(path: Path) -> Path:
+    """`path` if it holds nothing yet, else the first free `path-2`, `path-3`, ... (default result folders)."""
+    if not path.exists() or not any(path.iterdir()):
+        return path
+    n = 2
+    while (candidate := path.with_name(f"{path.name}-{n}")).exists() and any(candidate.iterdir()):
+        n += 1
+    return candidate
+
+
+class Skips:
+    """One skip policy for every command: a bad input is skipped (or, with --no-skip-bad, stops the
+    command) in one line naming it; what was skipped and why goes into the command's JSON output."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.items: list[dict[str, str]] = []
+
+    def bad(self, path: Path | str, reason: str) -> None:
+        """Record (or refuse) one bad input; `reason` is the one-line error that names the file."""
+        if not self.skip_bad:
+            raise typer.BadParameter(f"{reason} (--skip-bad to continue past it)")
+        typer.echo(f"skipped: {reason}", err=True)
+        self.items.append({"file": str(path), "reason": reason})
+
+    def summary(self) -> str:
+        return f"; skipped {len(self.items)} (listed in the JSON report)" if self.items else ""
+
+
+def skip_option(default: bool = True):  # noqa: ANN201 - a typer option
+    return typer.Option(default, "--skip-bad/--no-skip-bad",
+                        help="Skip unreadable or unusable inputs, naming each (listed in the JSON report); "
+                             "--no-skip-bad stops at the first.")
+
+
+def write_report(path: Path, report: dict) -> Path:
+    """The command's JSON report, written atomically next to its outputs."""
+    import json
+
+    from taskbridge.data.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(report, indent=1, default=str))
+    return path
