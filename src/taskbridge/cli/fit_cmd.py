@@ -15,6 +15,9 @@ def register(app: typer.Typer) -> None:
         recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/smoke.yaml."),
         overrides: list[str] = typer.Argument(None, help="Recipe overrides key=value, e.g. train.steps=100 data.batch_size=2."),
         resume: str = typer.Option(None, "--resume", help="'auto' (the run's last checkpoint, if any) or a checkpoint path."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a folder that holds a run: its checkpoints, "
+                                       "metrics, images and split files are removed first."),
+        force: bool = typer.Option(False, "--force", help="Resume although the recipe or overrides changed (named in a warning)."),
         device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (overrides train.device)."),
         output_dir: str = typer.Option(None, "--output-dir", "-o", help="Overrides the recipe's output_dir (default runs/<name>)."),
         until: int = typer.Option(None, "--until", help="Stop (with a checkpoint) after this step; resume later."),
@@ -33,13 +36,16 @@ def register(app: typer.Typer) -> None:
         from taskbridge.engine.trainer import NonFiniteLossError, Trainer
 
         try:
-            trainer = Trainer.from_recipe(recipe, overrides or [], output_dir=output_dir, device=device)
+            trainer = Trainer.from_recipe(recipe, overrides or [], output_dir=output_dir, device=device, overwrite=overwrite)
         except (ConfigError, FileNotFoundError, CheckpointError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
         typer.echo(trainer.summary())
         try:
-            result = trainer.fit(resume=resume, until=until)
+            result = trainer.fit(resume=resume, until=until, force=force)
+        except ConfigError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
         except (NonFiniteLossError, CheckpointError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from err

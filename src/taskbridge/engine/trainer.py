@@ -44,6 +44,14 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN/inf; the message names the step, the key and the saved last-good checkpoint."""
 
 
+#: what a run writes into its folder; `--overwrite` removes these (and nothing else) before a fresh start
+RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "images", "tb", "report.json", "split_A.json", "split_pools.json")
+#: recipe keys that may change when a run is resumed (how long, where and how it logs; not what it learns)
+RESUMABLE_CHANGES = ("name", "notes", "output_dir", "train.steps", "train.epochs", "train.device", "train.progress",
+                     "train.tensorboard", "train.log_every", "train.ckpt_every", "train.val_every", "train.image_every",
+                     "train.keep_last", "data.num_workers")
+
+
 class _Plain(EpochDataset):
     """A dataset handed in without epoch handling (the trainer tells every training set its epoch)."""
 
@@ -76,6 +84,7 @@ class Trainer:
         validator: Validator | None = None,
         output_dir: str | Path | None = None,
         device: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         if device is not None:
@@ -86,6 +95,8 @@ class Trainer:
         self.output_dir = Path(output_dir or self.cfg.output_dir or Path("runs") / self.name)
         self.cfg.output_dir = str(self.output_dir)  # what checkpoints record is what ran
         self.ckpt_root = self.output_dir / "checkpoints"
+        if overwrite:  # before the data plan, which would otherwise reuse the old run's split files
+            self._remove_previous_run()
 
         seed_everything(self.seed, self.spec.deterministic)
         if method is None:
@@ -255,10 +266,48 @@ class Trainer:
             ckpt.prune_checkpoints(self.ckpt_root, self.spec.keep_last)
         return path
 
-    def load(self, path: str | Path) -> Path:
+    def _remove_previous_run(self) -> None:
+        import shutil
+
+        for name in RUN_ARTIFACTS:
+            target = self.output_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    def _refuse_mixing_runs(self) -> None:
+        """A fresh fit never writes into a folder that holds another run's checkpoints."""
+        try:
+            previous = ckpt.resolve_checkpoint(self.output_dir, prefer="last")
+        except ckpt.CheckpointError:
+            return
+        step = ckpt.read_meta(previous).get("step")
+        raise ConfigError(f"{self.output_dir} already holds a run (checkpoint {previous.name}, step {step}): continue it "
+                          "with --resume auto, write to another folder with -o, or start over with --overwrite")
+
+    def _check_same_recipe(self, meta: Mapping[str, Any], directory: Path, force: bool) -> None:
+        """Resuming with another recipe or other overrides would mix two runs: refuse, naming what changed."""
+        try:
+            before = RunConfig.from_dict(meta.get("config") or {}).to_dict()
+        except ConfigError as err:
+            warnings.warn(f"{directory}: its recorded recipe does not validate any more ({err}); not compared",
+                          stacklevel=2)
+            return
+        changed = [f"{k}: {a!r} -> {b!r}" for k, a, b in _differences(before, self.config) if k not in RESUMABLE_CHANGES
+                   and not k.startswith("output_dir")]
+        if changed and not force:
+            raise ckpt.CheckpointError(f"{directory}: the recipe differs from the one this run started with "
+                                       f"({'; '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}); resume with the "
+                                       "same recipe and overrides, or pass --force to continue with the new ones")
+        if changed:
+            warnings.warn(f"resuming with a changed recipe (--force): {'; '.join(changed)}", stacklevel=2)
+
+    def load(self, path: str | Path, force: bool = False) -> Path:
         """Restore everything from a checkpoint (run dir, checkpoints dir or step dir)."""
         directory = ckpt.resolve_checkpoint(path, prefer="last")
         model, state, meta = ckpt.load_checkpoint(directory)
+        self._check_same_recipe(meta, directory, force)
         ckpt.load_trainable_state(self.method, model, str(directory))
         data = meta.get("data", {})
         if data.get("steps_per_epoch") not in (None, self.steps_per_epoch) or data.get("train_size") not in (None, len(self.train_data)):
@@ -311,22 +360,27 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    def fit(self, resume: str | Path | None = None, until: int | None = None) -> dict[str, Any]:
+    def fit(self, resume: str | Path | None = None, until: int | None = None, force: bool = False) -> dict[str, Any]:
         """Train to `train.steps` (or stop after step `until`, saving a checkpoint there).
 
-        `resume`: a checkpoint path, or "auto" (the run's LAST checkpoint if there is one).
+        `resume`: a checkpoint path, or "auto" (the run's LAST checkpoint if there is one). Without it, a
+        folder that holds another run is refused. `force`: resume although the recipe changed.
         """
         if resume == "auto":
             try:
                 resume = ckpt.resolve_checkpoint(self.output_dir, prefer="last")
             except ckpt.CheckpointError:
                 resume = None
-        resumed_from = self.load(resume) if resume is not None else None
+        elif resume is None:
+            self._refuse_mixing_runs()
+        resumed_from = self.load(resume, force) if resume is not None else None
         stop_at = self.total_steps if until is None else min(int(until), self.total_steps)
+        if resumed_from is not None:  # rows logged after the checkpoint belong to a future this run replays
+            _truncate_log(self.output_dir / "metrics.jsonl", self.step)
         self.logger = RunLogger(self.output_dir, tensorboard=self.spec.tensorboard)
         if resumed_from is not None:
             self.logger.text("resume", f"resumed from {resumed_from} at step {self.step}", self.step)
-        old_handler = self._install_sigint()
+        old_handlers = self._install_stop_handlers()
         bar = None
         try:
             for cb in self.callbacks:
@@ -353,8 +407,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
             self.logger.close()
         return {
             "step": self.step,
@@ -367,21 +421,25 @@ class Trainer:
             "resumed_from": str(resumed_from) if resumed_from is not None else None,
         }
 
-    def _install_sigint(self) -> Any:
-        """First Ctrl-C: finish the current step, save, stop. Second: abort immediately."""
-        try:
-            previous = signal.getsignal(signal.SIGINT)
+    def _install_stop_handlers(self) -> dict[int, Any]:
+        """First Ctrl-C or SIGTERM (a scheduler stopping the job): finish the current step, save, stop.
+        A second one aborts immediately."""
 
-            def handler(signum: int, frame: Any) -> None:
-                if self._stop_requested:
-                    raise KeyboardInterrupt
-                self._stop_requested = True
-                warnings.warn("interrupt: saving a checkpoint after this step (Ctrl-C again to abort)", stacklevel=1)
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            name = signal.Signals(signum).name
+            warnings.warn(f"{name}: saving a checkpoint after this step (again to abort)", stacklevel=1)
 
-            signal.signal(signal.SIGINT, handler)
-            return previous
-        except ValueError:  # not the main thread
-            return None
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, handler)
+            except ValueError:  # not the main thread
+                previous.pop(signum, None)
+        return previous
 
     def _saved_at_current_step(self) -> bool:
         return (self.ckpt_root / ckpt.step_dir_name(self.step) / "meta.json").is_file()
@@ -460,3 +518,31 @@ class Trainer:
         if (s.ckpt_every and self.step % s.ckpt_every == 0) or stop or self._stop_requested:
             self.save()
         self._out = {}
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs between two nested dicts."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of metrics.jsonl up to `step` (a resumed run logs the later steps again)."""
+    import json
+
+    from taskbridge.data.io import atomic_write_text
+
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                keep.append(line)
+        except (ValueError, AttributeError):  # a line cut by a crash mid-write
+            continue
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
