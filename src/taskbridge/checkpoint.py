@@ -188,7 +188,7 @@ def _non_tensor_entries(model_rest: dict[str, Any]) -> dict[str, Any]:
 
 def _read_model(directory: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """model.safetensors plus the JSON entries; tensors nested in extra state are put back in place."""
-    tensors = dict(load_file(str(directory / "model.safetensors")))
+    tensors = _load_tensors(directory / "model.safetensors")
     nested = {f"model/{k}": v for k, v in tensors.items() if any(k.startswith(f"{e}/") for e in extra)}
     model: dict[str, Any] = {k: v for k, v in tensors.items() if f"model/{k}" not in nested}
     model.update(join_tensors(extra, nested))
@@ -199,7 +199,22 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / "meta.json"
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (no meta.json)")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); the checkpoint is damaged, use another one") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _load_tensors(path: Path) -> dict[str, Tensor]:
+    """A safetensors file, or a CheckpointError naming it (truncated, empty, not safetensors)."""
+    try:
+        return dict(load_file(str(path)))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path}: cannot be read ({type(err).__name__}: {err}); the checkpoint is damaged, "
+                              "use another one (e.g. --prefer last)") from None
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
@@ -210,7 +225,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Tensor
         if not (directory / f).is_file():
             raise CheckpointError(f"{directory}: incomplete checkpoint, {f} is missing")
     model = _read_model(directory, meta.pop("model_extra", {}) or {})
-    state = join_tensors(meta.pop("state", {}), load_file(str(directory / "state.safetensors")))
+    state = join_tensors(meta.pop("state", {}), _load_tensors(directory / "state.safetensors"))
     return model, state, meta
 
 

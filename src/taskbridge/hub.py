@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,10 @@ import torch
 
 class WeightsNotFoundError(FileNotFoundError):
     """No local copy and no way to download: the message says which file to place where."""
+
+
+class WeightsLoadError(RuntimeError):
+    """A weights file exists but cannot be read (empty, truncated, corrupt, or holding code); names the file."""
 
 
 class UntrustedPickleError(RuntimeError):
@@ -168,12 +173,18 @@ def load_state(name_or_path: str | os.PathLike[str], **resolve_kwargs: Any) -> A
                 f"'{name_or_path}' is neither an existing file nor a known weights name "
                 f"({', '.join(weight_names())})"
             )
+    if path.stat().st_size == 0:
+        raise WeightsLoadError(f"{path}: the file is empty (0 bytes); download or copy it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickles with code objects are refused by design
-        raise RuntimeError(
-            f"{path}: cannot be loaded with weights_only=True ({err}). Re-save it as a plain state dict."
-        ) from err
+    except pickle.UnpicklingError as err:  # pickles with code objects are refused by design
+        raise WeightsLoadError(
+            f"{path}: cannot be loaded with weights_only=True (it holds objects other than tensors: "
+            f"{str(err).splitlines()[0]}). Re-save it as a plain state dict."
+        ) from None
+    except Exception as err:  # truncated, corrupt, or not a PyTorch file at all
+        raise WeightsLoadError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                               f"{str(err) or 'the file ends early'}); download or copy it again") from None
 
 
 _GH = "https://github.com"

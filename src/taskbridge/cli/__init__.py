@@ -45,12 +45,13 @@ def main() -> None:
     from taskbridge.checkpoint import CheckpointError
     from taskbridge.config import ConfigError
     from taskbridge.data.io import ImageReadError
-    from taskbridge.hub import ChecksumError, UntrustedPickleError, WeightsNotFoundError
+    from taskbridge.data.labels import LabelFormatError
+    from taskbridge.hub import ChecksumError, UntrustedPickleError, WeightsLoadError, WeightsNotFoundError
     from taskbridge.inference import PipelineError
     from taskbridge.registry import RegistryError
 
     user_errors = (WeightsNotFoundError, ChecksumError, ConfigError, ImageReadError, RegistryError, FileNotFoundError,
-                   CheckpointError, PipelineError, UntrustedPickleError)
+                   CheckpointError, PipelineError, UntrustedPickleError, WeightsLoadError, LabelFormatError)
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:  # a command that ended with typer.Exit(code)

@@ -18,6 +18,8 @@ from typing import Any
 
 import typer
 
+from taskbridge.cli.outputs import Skips, fresh_folder, prepare_output_folder, skip_option
+
 
 def parse_options(pairs: list[str] | None, what: str) -> dict[str, Any]:
     """`key=value` strings -> dict, values read as YAML scalars (numbers, booleans, lists)."""
@@ -30,6 +32,16 @@ def parse_options(pairs: list[str] | None, what: str) -> dict[str, Any]:
         k, v = pair.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
+
+
+def create_from_cli(registry, name: str, options: dict[str, Any], flag: str):  # noqa: ANN001, ANN201
+    """A registry entry named on the command line; an unknown name or option is one line naming the flag."""
+    from taskbridge.registry import RegistryError
+
+    try:
+        return registry.create(name, **options)
+    except (RegistryError, TypeError, ValueError) as err:
+        raise typer.BadParameter(f"{flag} {name}: {err}") from None
 
 
 def build_class_map(classes: str | None, map_dataset: list[str] | None, map_model: list[str] | None, default: str | None):
@@ -92,7 +104,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(256, help="Classification batch size."),
         quality: bool = typer.Option(False, "--quality/--no-quality", help="Also score each row's task input: "
                                      "PSNR/SSIM vs the clean image (with --degrade) and NIQE; a second table."),
-        out: Path = typer.Option(None, help="Output folder (default runs/evaluate/<task>-<data>)."),
+        out: Path = typer.Option(None, help="Output folder (default runs/evaluate/<task>-<data>, numbered -2, -3 ... "
+                                 "when taken)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of an earlier evaluation in --out."),
+        skip_bad: bool = skip_option(),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
@@ -124,7 +139,17 @@ def register(app: typer.Typer) -> None:
 
         if prefer not in ("best", "last"):
             raise typer.BadParameter("--prefer must be 'best' or 'last'")
-        model = TASKS.create(task, **parse_options(task_opt, "--task-opt")).to(device).eval()
+        # where the results go is settled before any work: a bad folder fails now, not after the inference
+        out = out or fresh_folder(Path("runs/evaluate") / f"{task}-{Path(data).stem}")
+        prepare_output_folder(out, [Path(data)] if Path(data).is_dir() else [])
+        previous = [p for p in out.iterdir() if p.name in ("results.json", "table.txt") or p.name.startswith("grid_")]
+        if previous and not overwrite:
+            raise typer.BadParameter(f"--out {out} holds an earlier evaluation ({previous[0].name}); pass --overwrite "
+                                     "or choose another folder")
+        for p in previous:
+            p.unlink()
+        skips = Skips(skip_bad)
+        model = create_from_cli(TASKS, task, parse_options(task_opt, "--task-opt"), "--task").to(device).eval()
         model.name = task
         try:
             dataset = open_dataset(data, split=split)
@@ -137,7 +162,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(str(err)) from err
         deg = None
         if degrade:
-            deg = DEGRADATIONS.create(degrade, **parse_options(degrade_opt, "--degrade-opt"))
+            deg = create_from_cli(DEGRADATIONS, degrade, parse_options(degrade_opt, "--degrade-opt"), "--degrade")
             deg.name = degrade
         trained = None
         if translator:
@@ -154,7 +179,6 @@ def register(app: typer.Typer) -> None:
             runs["+".join(x for x in (r, "translator" if trained else None) if x)] = build_pipeline(r, trained, device)
         if trained is not None and not restorer:
             runs["translator"] = build_pipeline(None, trained, device)
-        out = out or Path("runs/evaluate") / f"{task}-{Path(data).stem}"
         results: dict[str, dict] = {}
         is_cls = isinstance(dataset, ClassificationArrays)
         if is_cls and getattr(model, "kind", "") != "classification":
@@ -174,21 +198,21 @@ def register(app: typer.Typer) -> None:
             else:
                 res = evaluate_detection(model, dataset, pipe, img_size, conf, iou, cmap, True, max_det=max_det,
                                          multi_label=multi_label, letterbox_mode=letterbox, resize=resize, degrade=deg,
-                                         seed=seed, voc_11_point=eleven_point, device=device, limit=limit)
+                                         seed=seed, voc_11_point=eleven_point, device=device, limit=limit,
+                                         on_bad=skips.bad)
             res["settings"]["data"] = str(data)
             res["settings"]["limit"] = limit
             if quality:
                 res["quality"] = evaluate_quality(dataset, pipe, degrade=deg, seed=seed, limit=limit, device=device,
-                                                  batch_size=batch_size)
+                                                  batch_size=batch_size, on_bad=skips.bad)
             results[name] = res
         table = classification_table(results) if is_cls else detection_table(results)
         if quality:
             table += "\n\nimage quality of the task input (PSNR/SSIM vs the clean image; NIQE lower = more natural)\n"
             table += quality_table(results)
         typer.echo(table)
-        out.mkdir(parents=True, exist_ok=True)
         (out / "table.txt").write_text(table + "\n")
-        write_json(out / "results.json", {"task": task, "data": str(data), "runs": results,
+        write_json(out / "results.json", {"task": task, "data": str(data), "runs": results, "skipped": skips.items,
                                           "torch": torch.__version__})
         typer.echo(f"wrote {out / 'results.json'} and {out / 'table.txt'}")
         if not is_cls and grid > 0:
@@ -196,7 +220,10 @@ def register(app: typer.Typer) -> None:
             for name, pipe in runs.items():
                 if pipe is None and len(runs) > 1:
                     continue  # the baseline is the left column of every other picture
-                pic = detection_grid(model, dataset, pipe, cmap, range(n), protocol, grid_conf, degrade=deg, seed=seed)
+                pic = detection_grid(model, dataset, pipe, cmap, range(n), protocol, grid_conf, degrade=deg, seed=seed,
+                                     on_bad=skips.bad)
+                if pic is None:
+                    continue
                 safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
                 path = save_png(pic, out / f"grid_{safe}.png")
                 typer.echo(f"wrote {path} (left: degraded input, right: after the pipeline)" if pipe is not None

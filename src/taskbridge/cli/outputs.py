@@ -102,6 +102,8 @@ class Skips:
         """Record (or refuse) one bad input; `reason` is the one-line error that names the file."""
         if not self.skip_bad:
             raise typer.BadParameter(f"{reason} (--skip-bad to continue past it)")
+        if any(item["file"] == str(path) for item in self.items):
+            return  # met again (e.g. by the next row of a table): reported once
         typer.echo(f"skipped: {reason}", err=True)
         self.items.append({"file": str(path), "reason": reason})
 

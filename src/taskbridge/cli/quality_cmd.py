@@ -57,10 +57,13 @@ def register(app: typer.Typer) -> None:
         from taskbridge.registry import METRICS
 
         names = [m.strip() for m in (metrics or ("psnr,ssim,niqe" if ref else "niqe")).split(",") if m.strip()]
+        image_metrics = [n for n in METRICS.names() if hasattr(METRICS.get(n), "needs_reference")]
+        unknown = [n for n in names if n not in image_metrics]
+        if unknown:
+            raise typer.BadParameter(f"--metrics {','.join(unknown)}: not an image-quality metric; one of "
+                                     f"{', '.join(image_metrics)}")
         objs = {n: METRICS.create(n) for n in names}
         for n, m in objs.items():
-            if not hasattr(m, "needs_reference"):
-                raise typer.BadParameter(f"'{n}' is not an image-quality metric")
             if m.needs_reference and ref is None:
                 raise typer.BadParameter(f"metric '{n}' needs --ref (only no-reference metrics such as niqe work without)")
         pred_files = list_images(pred)

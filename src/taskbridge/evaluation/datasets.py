@@ -10,7 +10,7 @@ Layouts recognised by `DetectionFolder` (the label *names* are kept; `ClassMap` 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +173,33 @@ def restrict_to_subset(dataset: DetectionFolder | ClassificationArrays, spec: st
     if len(dataset.items) != len(keep):
         raise ValueError(f"subset: {len(keep)} names in {file}:{part}, {len(dataset.items)} found in {dataset.root}")
     return dataset
+
+
+BadInput = Callable[[str, str], None]
+
+
+def iter_samples(dataset: Sequence[DetectionSample] | Iterable[DetectionSample], limit: int | None = None,
+                 on_bad: BadInput | None = None) -> Iterator[tuple[int, DetectionSample]]:
+    """(index, sample) over a detection set; an unreadable image or label file goes to `on_bad(path, reason)`
+    (the command's skip policy) and the rest go on, or raises when `on_bad` is None. Indices are the data
+    set's own, so per-image seeds do not shift when a file is skipped."""
+    from taskbridge.data.io import ImageReadError
+    from taskbridge.data.labels import LabelFormatError
+
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        for i, s in enumerate(dataset):
+            if limit is not None and i >= limit:
+                return
+            yield i, s
+        return
+    n = len(dataset) if limit is None else min(len(dataset), limit)  # type: ignore[arg-type]
+    for i in range(n):
+        try:
+            sample = dataset[i]  # type: ignore[index]
+        except (ImageReadError, LabelFormatError) as err:
+            if on_bad is None:
+                raise
+            items = getattr(dataset, "items", None)
+            on_bad(str(items[i][0]) if items is not None else f"item {i}", str(err))
+            continue
+        yield i, sample

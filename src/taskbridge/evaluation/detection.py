@@ -29,7 +29,7 @@ from taskbridge.data.transforms import (
 )
 from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation.class_map import ClassMap
-from taskbridge.evaluation.datasets import DetectionSample
+from taskbridge.evaluation.datasets import BadInput, DetectionSample, iter_samples
 from taskbridge.metrics.detection import ImageBoxes, coco_backend, coco_detection_ap, voc_detection_ap
 from taskbridge.tasks.base import Detections, DetectionTask
 
@@ -133,13 +133,15 @@ def evaluate_detection(
     coco: bool = True,
     device: str | torch.device | None = None,
     limit: int | None = None,
+    on_bad: BadInput | None = None,
 ) -> dict:
     """VOC AP@0.5 per class + mAP (and COCO mAP50 / mAP50:95 cross-check) of `task` on a labelled set.
 
     `pipeline` holds the image stages applied to each photo at its native resolution (restorer
     and/or trained translator; None = the photo itself). `degrade` (optional) synthesises the
     degraded photo from a clean one first, seeded per image with `seed + index`. Every setting is
-    returned under `settings` so a number can be traced to how it was measured.
+    returned under `settings` so a number can be traced to how it was measured. An unreadable image
+    or label file goes to `on_bad(path, reason)` and is left out (raises without `on_bad`).
     """
     protocol = DetectionProtocol(img_size, letterbox_mode, resize, quantize, conf_thres, iou_thres, max_det,
                                  multi_label, round_boxes)
@@ -151,16 +153,13 @@ def evaluate_detection(
     n_total = len(samples_or_dataset) if hasattr(samples_or_dataset, "__len__") else None  # type: ignore[arg-type]
     if limit is not None and n_total is not None:
         n_total = min(n_total, limit)
-    it: Iterable = (samples_or_dataset[i] for i in range(n_total)) if n_total is not None and hasattr(
-        samples_or_dataset, "__getitem__") else samples_or_dataset
+    it: Iterable = iter_samples(samples_or_dataset, limit, on_bad)
     if progress:
         from tqdm import tqdm
 
         it = tqdm(it, total=n_total, desc="evaluate", unit="img")
     t0 = time.perf_counter()
-    for idx, s in enumerate(it):
-        if limit is not None and idx >= limit:
-            break
+    for idx, s in it:
         image = degrade_photo(degrade, s.image, seed + idx, quantize)
         image = run_stages(pipeline, image, dev, quantize)
         boxes, scores, labels = detect_photo(task, image, protocol, dev)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from taskbridge.data.io import read_image
+from taskbridge.data.io import ImageReadError, read_image
 from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation.datasets import ClassificationArrays, DetectionFolder
 from taskbridge.evaluation.detection import degrade_photo, run_stages
@@ -103,6 +103,7 @@ def evaluate_quality(
     progress: bool = True,
     device: str | torch.device | None = None,
     batch_size: int = 256,
+    on_bad: Callable[[str, str], None] | None = None,
 ) -> dict:
     """Mean PSNR / SSIM (vs the clean image, only with `degrade`) and NIQE of the pipeline's outputs.
 
@@ -134,7 +135,13 @@ def evaluate_quality(
 
             idx = tqdm(idx, desc="quality", unit="img")
         for i in idx:  # type: ignore[union-attr]
-            clean = read_image(dataset.items[i][0])  # the reader DetectionFolder.__getitem__ uses
+            try:
+                clean = read_image(dataset.items[i][0])  # the reader DetectionFolder.__getitem__ uses
+            except ImageReadError as err:
+                if on_bad is None:
+                    raise
+                on_bad(str(dataset.items[i][0]), str(err))
+                continue
             x = run_stages(pipeline, degrade_photo(degrade, clean, seed + i), dev)
             scores.add(x[None].float().cpu(), clean[None])
     else:

@@ -89,7 +89,7 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[str], color: 
 
 def detection_grid(task, samples: Sequence, pipeline: Callable[[Tensor], Tensor] | None, class_map,
                    indices: Sequence[int], protocol=None, conf: float = 0.25, tile: int = 320,
-                   degrade: Callable | None = None, seed: int = 0) -> Tensor:
+                   degrade: Callable | None = None, seed: int = 0, on_bad: Callable | None = None) -> Tensor | None:
     """Rows = images; columns = degraded input with its detections, then the pipeline's output with its detections.
 
     Each column is what the detector saw under `protocol` (the evaluation's `DetectionProtocol`):
@@ -114,8 +114,12 @@ def detection_grid(task, samples: Sequence, pipeline: Callable[[Tensor], Tensor]
     lut = cmap.model_lookup(task.class_names)
     tiles = []
     dev = next((p.device for p in task.parameters()), torch.device("cpu"))
-    for i in indices:
-        s = samples[i]
+    from taskbridge.evaluation.datasets import iter_samples
+
+    wanted = set(indices)
+    for i, s in iter_samples(samples, max(indices, default=-1) + 1, on_bad):
+        if i not in wanted:
+            continue
         image = degrade_photo(degrade, s.image, seed + i)
         columns = [image] + ([run_stages(pipeline, image, dev)] if pipeline is not None else [])
         gidx = [k for k, n in enumerate(s.names) if cmap.index(n, "dataset") >= 0]
@@ -132,6 +136,8 @@ def detection_grid(task, samples: Sequence, pipeline: Callable[[Tensor], Tensor]
             canvas = torch.zeros(3, tile, tile)
             canvas[:, : size[0], : size[1]] = pic
             tiles.append(canvas.round().to(torch.uint8))
+    if not tiles:  # every photo asked for was skipped
+        return None
     from torchvision.utils import make_grid
 
     return make_grid(torch.stack(tiles).float(), nrow=1 if pipeline is None else 2, padding=4).to(torch.uint8)
