@@ -39,8 +39,18 @@ for _name in COMMANDS:
 
 def main() -> None:
     """Entry point: user errors (missing weights or files, bad recipes, unreadable images) print one
-    clear line and exit 2 instead of a traceback."""
+    clear line and exit 2 instead of a traceback; warnings print as one `warning: ...` line each."""
+    import sys
+    import warnings
+
     import click
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {message}", file=sys.stderr)  # above a running progress bar, not inside it
+
+    warnings.showwarning = one_line_warning
 
     from taskbridge.checkpoint import CheckpointError
     from taskbridge.config import ConfigError

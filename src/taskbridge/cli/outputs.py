@@ -9,6 +9,7 @@ name (`a.jpg` and `a.png` written as png) distinct names instead of silently wri
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,7 +105,9 @@ class Skips:
             raise typer.BadParameter(f"{reason} (--skip-bad to continue past it)")
         if any(item["file"] == str(path) for item in self.items):
             return  # met again (e.g. by the next row of a table): reported once
-        typer.echo(f"skipped: {reason}", err=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"skipped: {reason}", file=sys.stderr)  # above a running progress bar, not inside it
         self.items.append({"file": str(path), "reason": reason})
 
     def summary(self) -> str:

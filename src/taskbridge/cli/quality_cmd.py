@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from taskbridge.cli.outputs import Skips, skip_option
+
 
 def stem_key(path: Path, root: Path) -> str:
     """Relative path without suffix: pred 'a/b.png' matches ref 'a/b.jpg'."""
@@ -49,11 +51,12 @@ def register(app: typer.Typer) -> None:
         metrics: str = typer.Option(None, help="Comma-separated metrics; default psnr,ssim,niqe with --ref, else niqe."),
         json_out: Path = typer.Option(None, "--json", help="Where to write per-image scores (default ./quality_<pred>.json)."),
         device: str = typer.Option("cpu", help="torch device for the metrics."),
+        skip_bad: bool = skip_option(),
     ) -> None:
         """Score images: PSNR/SSIM/LPIPS against --ref, NIQE without; prints means, writes JSON."""
         from tqdm import tqdm
 
-        from taskbridge.data.io import list_images, read_image
+        from taskbridge.data.io import ImageReadError, list_images, read_image
         from taskbridge.registry import METRICS
 
         names = [m.strip() for m in (metrics or ("psnr,ssim,niqe" if ref else "niqe")).split(",") if m.strip()]
@@ -76,18 +79,25 @@ def register(app: typer.Typer) -> None:
         else:
             pairs = [(f, None) for f in pred_files]  # type: ignore[misc]
         per_image: dict[str, dict[str, float]] = {}
+        skips = Skips(skip_bad)
         for p, r in tqdm(pairs, desc="evaluate-quality", unit="img"):
-            image = read_image(p).unsqueeze(0).to(device)
-            clean = read_image(r).unsqueeze(0).to(device) if r is not None else None
+            try:
+                image = read_image(p).unsqueeze(0).to(device)
+                clean = read_image(r).unsqueeze(0).to(device) if r is not None else None
+            except ImageReadError as err:
+                skips.bad(p, str(err))
+                continue
             if clean is not None and clean.shape != image.shape:
-                raise typer.BadParameter(f"{p} {tuple(image.shape[-2:])} and {r} {tuple(clean.shape[-2:])} differ in size")
-            row = {}
-            for n, m in objs.items():
-                try:
-                    row[n] = float(m(image, clean if m.needs_reference else None)[0])
-                except ValueError as err:
-                    raise typer.BadParameter(f"{n} failed on {p}: {err}") from err
-            per_image[stem_key(p, pred)] = row
+                skips.bad(p, f"{p} {tuple(image.shape[-2:])} and its reference {r} {tuple(clean.shape[-2:])} differ in size")
+                continue
+            try:
+                row = {n: float(m(image, clean if m.needs_reference else None)[0]) for n, m in objs.items()}
+            except ValueError as err:  # e.g. NIQE on an image under 96 px
+                skips.bad(p, f"{p}: {str(err).splitlines()[0]}")
+                continue
+            per_image[p.relative_to(pred).as_posix()] = row  # with its suffix: a.jpg and a.png are two images
+        if not per_image:
+            raise typer.BadParameter(f"--pred {pred}: no image could be scored ({len(skips.items)} skipped)")
         means = {n: sum(v[n] for v in per_image.values()) / len(per_image) for n in names}
         typer.echo(format_table(means, objs, len(per_image)))
         out = json_out or Path(f"quality_{pred.resolve().name}.json")
@@ -99,7 +109,8 @@ def register(app: typer.Typer) -> None:
             "lower_better": {n: bool(objs[n].lower_better) for n in names},
             "settings": {n: objs[n].settings() for n in names},
             "per_image": per_image,
+            "skipped": skips.items,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, allow_nan=True, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x)))
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {out}{skips.summary()}")

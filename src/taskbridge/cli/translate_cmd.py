@@ -80,8 +80,13 @@ def register(app: typer.Typer) -> None:
             except ImageReadError as err:
                 skips.bad(f, str(err))
                 continue
-            with torch.no_grad():
-                out = model(img[None].to(dev))[0]
+            try:
+                with torch.no_grad():
+                    out = model(img[None].to(dev))[0]
+            except (RuntimeError, ValueError) as err:  # e.g. out of memory on a huge photo
+                skips.bad(f, f"{f}: the model failed on its {img.shape[-1]}x{img.shape[-2]} pixels "
+                             f"({str(err).splitlines()[0]})")
+                continue
             written[str(f)] = str(save_image(out, mapping[f]))
         write_report(out_dir / "translate.json", {"command": "translate", "model": owns, "input": str(in_dir),
                                                    "written": written, "skipped": skips.items})

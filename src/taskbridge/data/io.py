@@ -32,10 +32,16 @@ def _to_float_rgb(img: Image.Image) -> np.ndarray:
         arr = np.asarray(img, dtype=np.int64).astype(np.float32)
         scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
         return np.repeat(np.clip(arr / scale, 0, 1)[..., None], 3, axis=2)
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        if arr.max(initial=0) > 1.0:
+    if mode == "F":  # float TIFF: intensities in [0, 1]; 8- or 16-bit values stored as floats are rescaled
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        top = float(arr.max(initial=0))
+        integral = bool(np.all(arr == np.round(arr)))
+        if top > 1.0 and integral and top <= 255:
             arr = arr / 255.0
+        elif top > 1.0 and integral and top <= 65535:
+            arr = arr / 65535.0
+        elif top > 1.0:
+            warnings.warn(f"float image with values up to {top:g}: values above 1 are clipped", stacklevel=3)
         return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")

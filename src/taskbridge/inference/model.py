@@ -63,16 +63,25 @@ class InferenceModel(nn.Module):
 
     describe = owns
 
+    def _any_size(self, images: Tensor, **kwargs: Any) -> Tensor:
+        """The method on any size: padded (edge pixels repeated) to the size its networks need, cropped back."""
+        multiple = int(getattr(self.method, "size_multiple", 1))
+        least = int(getattr(self.method, "min_size", 1))
+        h, w = images.shape[-2:]
+        ph, pw = (-max(h, least)) % multiple + max(0, least - h), (-max(w, least)) % multiple + max(0, least - w)
+        x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
+        return self.method.translate(x, **kwargs)[..., :h, :w].clamp(0, 1)
+
     @torch.no_grad()
     def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
         if reference is not None and not getattr(self.method, "uses_reference", False):
             raise ValueError(f"{self.owns()['method']} translates without a reference image; drop --reference")
         kwargs = {"reference": reference} if reference is not None else {}
         if self.working_size is None:
-            return self.method.translate(images, **kwargs).clamp(0, 1)
+            return self._any_size(images, **kwargs)
         full = tuple(images.shape[-2:])
         small = _resize(images, self.working_size)
-        out = self.method.translate(small, **kwargs).clamp(0, 1)
+        out = self._any_size(small, **kwargs)
         if self.residual:
             return (images + _resize(out - small, full)).clamp(0, 1)
         return _resize(out, full).clamp(0, 1)

@@ -38,6 +38,9 @@ class Method(nn.Module):
     frozen_modules: tuple[str, ...] | None = None
     #: whether `translate` takes a reference (style) image
     uses_reference: bool = False
+    #: image sides `translate` needs to be multiples of, and at least (inference pads and crops back)
+    size_multiple: int = 1
+    min_size: int = 1
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError

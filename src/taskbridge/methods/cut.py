@@ -82,6 +82,8 @@ class CUT(Method):
                               f"(PatchNCE); '{network_section(generator, GENERATOR)['type']}' has none "
                               "(use resnet-generator)")
         self.range = value_range(self.G)
+        self.size_multiple = int(getattr(self.G, "size_multiple", 1))
+        self.min_size = int(getattr(self.G, "min_size", 1))
         self.nce_layers = tuple(nce_layers)
         self.G.check_taps(self.nce_layers)
         self.nce = self._make_nce([self.G.tap_channels[t] for t in self.nce_layers], num_patches, nce_T, netF_nc, use_mlp)

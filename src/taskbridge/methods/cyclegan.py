@@ -53,6 +53,8 @@ class CycleGAN(Method):
         self.D_A = build_network(DISCRIMINATORS, discriminator, DISCRIMINATOR, "method.discriminator")
         self.D_B = build_network(DISCRIMINATORS, discriminator, DISCRIMINATOR, "method.discriminator")
         self.range = value_range(self.G_A)
+        self.size_multiple = int(getattr(self.G_A, "size_multiple", 1))
+        self.min_size = int(getattr(self.G_A, "min_size", 1))
         # seeded from torch's generator, so a seeded run is reproducible (the reference's pool is not)
         seeds = torch.randint(0, 2**31 - 1, (2,)).tolist()
         self.pool_A, self.pool_B = ImagePool(pool_size, seeds[0]), ImagePool(pool_size, seeds[1])  # fakes of A / B

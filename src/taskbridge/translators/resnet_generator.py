@@ -53,6 +53,8 @@ class ResnetGenerator(nn.Module):
     """
 
     value_range: tuple[float, float] = (-1.0, 1.0)
+    size_multiple = 4  # two stride-2 stages
+    min_size = 16  # the residual blocks' reflection padding and instance norm need more than 1 pixel at 1/4
 
     def __init__(
         self,

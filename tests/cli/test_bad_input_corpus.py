@@ -1,0 +1,171 @@
+"""Every command over the bad-input corpus (scripts/make_bad_corpus.py), each in its own process as a user runs it.
+
+For every command: the exit code; no traceback; every bad file named on a line of its own and in the
+command's JSON report; every good file processed; the inputs byte-identical afterwards; the payload
+pickle never unpickled. docs/reliability.md lists the cases and what each command does with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _corpus_module():
+    spec = importlib.util.spec_from_file_location("make_bad_corpus", REPO / "scripts" / "make_bad_corpus.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CORPUS = _corpus_module()
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    CORPUS.build_corpus(root, shared_data / "dawn_fog" / "images" / "foggy-001.jpg",
+                        shared_data / "aodnet_weights" / "dehazer.pth")
+    return root
+
+
+@pytest.fixture(scope="module")
+def before(corpus: Path) -> dict[str, str]:
+    return _hashes(corpus)
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", "from taskbridge.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def _clean(proc: subprocess.CompletedProcess) -> str:
+    err = proc.stderr.replace("\r", "\n")
+    assert "Traceback" not in err and "Traceback" not in proc.stdout, err[-3000:]
+    return err
+
+
+def _bad_images(corpus: Path) -> set[str]:
+    return {str(corpus / "images" / n) for n in CORPUS.CORPUS_BAD_IMAGES}
+
+
+def _good_images(corpus: Path) -> set[str]:
+    return {str(p) for p in (corpus / "images").iterdir()} - _bad_images(corpus)
+
+
+@pytest.mark.parametrize("command", ["restore", "degrade"])
+def test_writing_commands_skip_and_name_bad_images(command: str, corpus: Path, before: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = (["restore", "-r", "aodnet"] if command == "restore" else ["degrade", "--kind", "haze"])
+    proc = run([*args, "--in", str(corpus / "images"), "--out", str(out)], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((out / f"{command}.json").read_text())
+    skipped = {s["file"] if os.path.isabs(s["file"]) else str(corpus / "images" / s["file"]) for s in report["skipped"]}
+    assert skipped == _bad_images(corpus)
+    for name in CORPUS.CORPUS_BAD_IMAGES:  # one line each, naming the file
+        assert sum(name in line for line in err.splitlines() if line.startswith("skipped: ")) == 1, name
+    written = report["written"] if command == "restore" else {v["source"] for v in report["images"].values()}
+    assert len(written) == len(_good_images(corpus))  # same-stem files both written, under distinct names
+    outputs = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]
+    assert len(outputs) == len(_good_images(corpus))
+    assert _hashes(corpus) == before  # inputs untouched
+
+
+def test_fit_then_translate_over_the_corpus(corpus: Path, before: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run(["fit", str(REPO / "recipes" / "smoke.yaml"), f"data.train_A={corpus / 'images'}",
+                f"data.train_B={corpus / 'images'}", "data.resize=[20,20]", "data.size=16", "train.steps=3",
+                "train.image_every=0", "train.progress=false", "-o", str(run_dir)], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    assert all(line.startswith(("warning: ", "skipped: ")) for line in err.splitlines() if line.strip())
+    out = tmp_path / "translated"
+    proc = run(["translate", "--ckpt", str(run_dir), "--in", str(corpus / "images"), "--out", str(out)], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((out / "translate.json").read_text())
+    assert {s["file"] for s in report["skipped"]} == _bad_images(corpus)
+    assert set(report["written"]) == _good_images(corpus)
+    from taskbridge.data.io import read_image
+
+    for src, dst in report["written"].items():  # full resolution: every output has its input's size, 1x1 included
+        assert read_image(dst).shape == read_image(src).shape, src
+    proc = run(["translate", "--ckpt", str(run_dir), "--in", str(corpus / "images"), "--out", str(corpus / "images")],
+               tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 2 and "is the input folder" in err and len(err.strip().splitlines()) == 1
+    assert _hashes(corpus) == before
+
+
+def test_evaluate_skips_bad_images_and_labels(corpus: Path, before: dict, tmp_path: Path) -> None:
+    proc = run(["evaluate", "--task", "yolov5n", "--data", str(corpus / "detection"), "--grid", "2",
+                "--out", str(tmp_path / "ev")], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    skipped = {Path(s["file"]).stem for s in res["skipped"]}
+    assert skipped == {*CORPUS.CORPUS_BAD_LABELS, "truncated"}
+    good = {"good", *CORPUS.CORPUS_FIXABLE_LABELS}
+    assert res["runs"]["input"]["num_images"] == len(good)
+    for stem in skipped:
+        assert sum(f"{stem}." in line for line in err.splitlines() if line.startswith("skipped: ")) == 1, stem
+    proc = run(["evaluate", "--task", "yolov5n", "--data", str(corpus / "yolo"), "--split", "val", "--grid", "0",
+                "--out", str(tmp_path / "yolo")], tmp_path)
+    assert proc.returncode == 0, _clean(proc)[-3000:]
+    res = json.loads((tmp_path / "yolo" / "results.json").read_text())
+    assert {Path(s["file"]).stem for s in res["skipped"]} == {"malformed", "not_numbers", "negative_size"}
+    proc = run(["evaluate", "--task", "yolov5n", "--data", str(corpus / "nolabels"), "--out", str(tmp_path / "n")],
+               tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 2 and "no labels found" in err and len(err.strip().splitlines()) == 1
+    assert _hashes(corpus) == before
+
+
+def test_evaluate_quality_skips_what_it_cannot_score(corpus: Path, before: dict, tmp_path: Path) -> None:
+    proc = run(["evaluate-quality", "--pred", str(corpus / "images"), "--json", str(tmp_path / "q.json")], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((tmp_path / "q.json").read_text())
+    too_small = {str(corpus / "images" / n) for n in ("one_pixel.png", "thin_3x20000.png", "tall_20000x3.png")}
+    assert {s["file"] for s in report["skipped"]} == _bad_images(corpus) | too_small
+    assert report["count"] == len(_good_images(corpus)) - len(too_small)
+    assert _hashes(corpus) == before
+
+
+@pytest.mark.parametrize("weights", ["zero.pth", "truncated.pth", "payload.pt"])
+def test_bad_weights_are_one_line_and_never_run_code(weights: str, corpus: Path, before: dict, tmp_path: Path) -> None:
+    proc = run(["restore", "-r", "aodnet", "-s", f"weights={corpus / 'weights' / weights}", "--in",
+                str(corpus / "nolabels" / "images"), "--out", str(tmp_path / "o")], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1 and weights in err
+    assert not (corpus / "weights" / CORPUS.PAYLOAD_MARKER).exists()
+    assert _hashes(corpus) == before
+
+
+def test_a_wrong_checksum_is_refused(corpus: Path, tmp_path: Path, shared_data: Path) -> None:
+    fake = tmp_path / "weights" / "aodnet_weights"
+    fake.mkdir(parents=True)
+    (fake / "dehazer.pth").write_bytes((shared_data / "aodnet_weights" / "dehazer.pth").read_bytes()[:-1] + b"x")
+    env_root = tmp_path / "weights"
+    proc = subprocess.run([sys.executable, "-c", "from taskbridge.cli import main; main()", "restore", "-r", "aodnet",
+                           "--in", str(corpus / "nolabels" / "images"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "TASKBRIDGE_WEIGHTS": str(env_root), "TASKBRIDGE_CACHE": str(tmp_path / "c")})
+    err = _clean(proc)
+    assert proc.returncode == 2 and "sha256" in err.lower() and len(err.strip().splitlines()) == 1
