@@ -168,7 +168,7 @@ def test_evaluate_quality_cli(tmp_path: Path, coco: list[torch.Tensor]) -> None:
     assert result.exit_code == 0, result.output
     assert "psnr" in result.output and "niqe" in result.output
     report = json.loads(out.read_text())
-    assert set(report["per_image"]) == {"a/img0", "a/img1"}
+    assert set(report["per_image"]) == {"a/img0.png", "a/img1.png"}  # keyed with the suffix: a.jpg and a.png are two
     assert report["mean"]["psnr"] == pytest.approx(sum(v["psnr"] for v in report["per_image"].values()) / 2)
     assert report["settings"]["psnr"]["data_range"] == 1.0 and report["lower_better"]["niqe"] is True
 
