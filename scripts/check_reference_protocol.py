@@ -45,11 +45,12 @@ def reference_row(data: Path, shared: Path, aodnet: bool, tool: Path = TOOL) -> 
     return {**per_class, "map50": float(line.rsplit("mAP50=", 1)[1])}
 
 
-def taskbridge_rows(data: Path, out: Path) -> dict[str, dict[str, float]]:
-    """{input, aodnet: per-class AP + map50} from `taskbridge evaluate`."""
-    cmd = [str(Path(sys.executable).parent / "taskbridge"), "evaluate", "--task", "yolov5n", "--data", str(data),
-           "--restorer", "aodnet", "--grid", "0", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def taskbridge_rows(data: Path, out: Path, shared: Path | None = None) -> dict[str, dict[str, float]]:
+    """{input, aodnet: per-class AP + map50} from `taskbridge evaluate` (weights from $TASKBRIDGE_WEIGHTS, else `shared`)."""
+    cmd = [sys.executable, "-c", "from taskbridge.cli import main; main()", "evaluate", "--task", "yolov5n", "--data",
+           str(data), "--restorer", "aodnet", "--grid", "0", "--out", str(out)]
+    env = {**os.environ, "TASKBRIDGE_WEIGHTS": os.environ.get("TASKBRIDGE_WEIGHTS", str(shared or REPO.parent / "shared" / "data"))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"taskbridge evaluate failed:\n{proc.stderr[-2000:]}")
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -79,7 +80,7 @@ def main() -> None:
     ref = {"input": reference_row(data, args.shared.resolve(), False),
            "aodnet": reference_row(data, args.shared.resolve(), True)}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = taskbridge_rows(data, Path(tmp))
+        ours = taskbridge_rows(data, Path(tmp) / "eval", args.shared.resolve())
     table, ok = compare(ours, ref)
     print(table)
     print(f"within bounds (per-class AP {AP_BOUND}, mAP50 {MAP_BOUND}): {ok}")

@@ -36,7 +36,7 @@ def test_evaluate_equals_the_reference_protocol(shared_data: Path, tmp_path: Pat
     for stem in STEMS:
         (data / "images" / f"{stem}.jpg").symlink_to(shared_data / "dawn_fog" / "images" / f"{stem}.jpg")
         (data / "voc_xml" / f"{stem}.xml").symlink_to(shared_data / "dawn_fog" / "voc_xml" / f"{stem}.xml")
-    ours = check.taskbridge_rows(data, tmp_path / "ours")
+    ours = check.taskbridge_rows(data, tmp_path / "ours", shared_data)
     ref = {"input": check.reference_row(data, shared_data, False), "aodnet": check.reference_row(data, shared_data, True)}
     table, ok = check.compare(ours, ref)
     assert ok, table

@@ -43,12 +43,15 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
         skip_bad: bool = skip_option(),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
+        tile: int = typer.Option(1024, "--tile", min=64, help="Photos larger than this (pixels per side) are restored "
+                                 "in tiles of it, with enough overlap that the result equals the untiled one."),
     ) -> None:
         """Restore every image under --in with a frozen restorer and write the results under --out (+ restore.json)."""
         import torch
         from tqdm import tqdm
 
         from taskbridge.data.io import ImageReadError, list_images, read_image, save_image
+        from taskbridge.inference.tiling import restore_uint8
         from taskbridge.registry import RESTORERS
 
         prepare_output_folder(dst, [src])
@@ -64,14 +67,16 @@ def register(app: typer.Typer) -> None:
         with torch.no_grad():
             for path in tqdm(files, desc=f"restore [{restorer}]", unit="img"):
                 try:
-                    image = read_image(path)
+                    image = read_image(path, dtype=torch.uint8)  # 8-bit: a quarter of the memory of floats
                 except ImageReadError as err:
                     skips.bad(path, str(err))
                     continue
-                try:
-                    out = model(image.unsqueeze(0).to(device))[0]
-                except Exception as err:
-                    raise RuntimeError(f"restorer '{restorer}' failed on {path} {tuple(image.shape)}: {err}") from err
+                try:  # in tiles for large photos: memory stays bounded, the result equals the untiled one
+                    out = restore_uint8(model, image.to(device), tile=tile)
+                except (RuntimeError, ValueError) as err:
+                    skips.bad(path, f"{path}: restorer '{restorer}' failed on its {image.shape[-1]}x{image.shape[-2]} "
+                                    f"pixels ({str(err).splitlines()[0]})")
+                    continue
                 written[str(path)] = str(save_image(out.cpu(), mapping[path]))
         renamed = [str(t) for f, t in mapping.items() if t.stem != f.stem]
         write_report(dst / "restore.json", {"command": "restore", "restorer": restorer, "options": parse_options(option),

@@ -51,14 +51,23 @@ def _to_float_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an image file as a CHW float32 RGB tensor in [0, 1] (EXIF orientation applied)."""
+def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
+    """HWC uint8 RGB; 8-bit modes directly (no float copy of a huge photo), others through the float path."""
+    if img.mode in ("RGB", "L", "CMYK", "YCbCr") or (img.mode == "P" and "transparency" not in img.info):
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.round(_to_float_rgb(img) * 255.0).astype(np.uint8)
+
+
+def read_image(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Read an image file as a CHW RGB tensor, float32 in [0, 1] or (`dtype=torch.uint8`) 8-bit, EXIF
+    orientation applied. The 8-bit form is what huge photos are read as: a quarter of the memory."""
     path = Path(path)
+    convert = _to_uint8_rgb if dtype == torch.uint8 else _to_float_rgb
     try:
         with Image.open(path) as img:
             img.load()  # forces decoding: truncated files fail here, not later
             img = ImageOps.exif_transpose(img) or img
-            arr = _to_float_rgb(img)
+            arr = convert(img)
     except FileNotFoundError:
         raise
     except Exception as err:  # any decoder failure (a PIL plugin may raise anything, e.g. an ImportError)
@@ -83,9 +92,13 @@ def try_read_image(path: str | os.PathLike[str], on_error: str = "skip") -> torc
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
-    """HWC uint8: round(255 x), half to even (numpy's and torch's rounding, as the reference protocol saves)."""
+    """HWC uint8: round(255 x), half to even (numpy's and torch's rounding, as the reference protocol saves);
+    an 8-bit tensor is taken as it is."""
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a CHW image tensor with 1 or 3 channels, got shape {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        u8 = image.detach().cpu()
+        return np.ascontiguousarray((u8.expand(3, -1, -1) if u8.shape[0] == 1 else u8).permute(1, 2, 0).numpy())
     img = image.detach().float().clamp(0, 1).cpu()
     if img.shape[0] == 1:
         img = img.expand(3, -1, -1)

@@ -28,7 +28,9 @@ class RestorerStage(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        return self.restorer(images).clamp(0, 1)
+        from taskbridge.inference.tiling import tiled
+
+        return torch.cat([tiled(self.restorer, x[None]) for x in images]).clamp(0, 1)
 
 
 class Pipeline(nn.Module):

@@ -32,6 +32,9 @@ class AODNet(FrozenRestorer):
             load_prefixed(self, state, f"AOD-Net weights '{weights}'")
         self.freeze()
 
+    def margin(self, h: int, w: int) -> int:
+        return 8  # receptive radius 0 + 1 + 2 + 3 + 1 (the 1x1, 3x3, 5x5, 7x7 and 3x3 convolutions), + 1
+
     def forward(self, images: Tensor) -> Tensor:
         self.check_input(images)
         x1 = F.relu(self.e_conv1(images))

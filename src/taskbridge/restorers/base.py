@@ -14,7 +14,20 @@ class FrozenRestorer(nn.Module):
     Frozen means frozen: no parameter requires grad and normalisation layers never leave eval
     mode, so a translator trained around a restorer cannot silently change it. Gradients still
     flow to the *input* (nothing runs under `no_grad`), which methods may need.
+
+    Large photos are restored in tiles (`taskbridge.inference.tiling`): `margin(h, w)` is how far
+    an output pixel of an h x w photo looks (its receptive radius; each tile is computed with that
+    much context and only its centre kept, so tiles equal the whole), and `prepare(images, size)`
+    returns what the restorer needs from the whole photo of that (h, w) `size` (DCP's atmospheric
+    light; `images` may be a reduced copy of it), passed to every tile as `forward(tile, **context)`.
+    `margin` None: not tileable.
     """
+
+    def margin(self, h: int, w: int) -> int | None:
+        return None
+
+    def prepare(self, images: Tensor, size: tuple[int, int]) -> dict[str, object]:
+        return {}
 
     def freeze(self) -> FrozenRestorer:
         for p in self.parameters():

@@ -67,17 +67,29 @@ class DarkChannelPrior(FrozenRestorer):
         r = self.radius if self.radius is not None else round(self.radius_fraction * min(h, w))
         return int(max(1, min(r, (min(h, w) - 1) // 2)))  # reflect padding needs r < side
 
-    def transmission(self, images: Tensor, airlight: Tensor) -> Tensor:
+    def transmission(self, images: Tensor, airlight: Tensor, radius: int | None = None) -> Tensor:
         """Coarse t from the dark channel of I / A, refined with the guided filter on the grey image."""
         t = 1.0 - self.omega * dark_channel(images / airlight.clamp_min(1e-6), self.patch)
         if self.refine:
             grey = (images * images.new_tensor(_GREY).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            r = self.guided_radius(*images.shape[-2:])
+            r = radius if radius is not None else self.guided_radius(*images.shape[-2:])
+            r = int(max(1, min(r, (min(images.shape[-2:]) - 1) // 2)))  # reflect padding needs r < side
             t = guided_blur(grey, t, kernel_size=2 * r + 1, eps=self.eps, separable=True)
         return t
 
-    def forward(self, images: Tensor) -> Tensor:
+    def margin(self, h: int, w: int) -> int:
+        """The dark channel's half patch, plus twice the guided radius (a mean of means), plus one."""
+        return self.patch // 2 + (2 * self.guided_radius(h, w) if self.refine else 0) + 1
+
+    def prepare(self, images: Tensor, size: tuple[int, int]) -> dict[str, object]:
+        """The atmospheric light (from `images`, the photo or a reduced copy) and the guided radius of the photo."""
+        return {"airlight": atmospheric_light(images, dark_channel(images, self.patch), self.top),
+                "radius": self.guided_radius(*size)}
+
+    def forward(self, images: Tensor, airlight: Tensor | None = None, radius: int | None = None) -> Tensor:
+        """`airlight` / `radius` given: a tile of a larger photo, with the photo's own values."""
         self.check_input(images)
-        airlight = atmospheric_light(images, dark_channel(images, self.patch), self.top)
-        t = self.transmission(images, airlight).clamp_min(self.t0)
+        if airlight is None:
+            airlight = atmospheric_light(images, dark_channel(images, self.patch), self.top)
+        t = self.transmission(images, airlight, radius).clamp_min(self.t0)
         return torch.clamp((images - airlight) / t + airlight, 0.0, 1.0)

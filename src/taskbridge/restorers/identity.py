@@ -16,6 +16,9 @@ class Identity(FrozenRestorer):
         super().__init__()
         self.freeze()
 
+    def margin(self, h: int, w: int) -> int:
+        return 0
+
     def forward(self, images: Tensor) -> Tensor:
         self.check_input(images)
         return images

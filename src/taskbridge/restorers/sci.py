@@ -66,6 +66,9 @@ class SCI(FrozenRestorer):
             fea = fea + F.relu(self.block(fea))
         return torch.clamp(torch.sigmoid(self.out_conv(fea)) + images, 1e-4, 1.0)
 
+    def margin(self, h: int, w: int) -> int:
+        return self.layers + 3  # 3x3 convolutions: in, the shared block `layers` times, out; + 1
+
     def forward(self, images: Tensor) -> Tensor:
         self.check_input(images)
         return torch.clamp(images / self.illumination(images), 0.0, 1.0)
