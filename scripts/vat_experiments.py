@@ -133,7 +133,7 @@ def evaluate(plan: dict, out: Path, data: str, split: str, extra: list[str], log
     args = [a.format(data=data, split=split) for a in plan["eval"]]
     done = out / "results.json"
     if stale(done, run_dir) or any("quality" not in r for r in json.loads(done.read_text())["runs"].values()):
-        run(["taskbridge", "evaluate", *args, *extra, "--quality", "--out", str(out)], log)
+        run(["taskbridge", "evaluate", *args, *extra, "--quality", "--overwrite", "--out", str(out)], log)
     return json.loads(done.read_text())["runs"]
 
 
@@ -216,7 +216,7 @@ def main() -> None:
             out = root / f"{run_name(recipe)}-s{seed}"
             if not (out / "checkpoints" / "best").is_dir():
                 run(["taskbridge", "fit", f"recipes/{recipe}.yaml", f"seed={seed}", "-o", str(out), "--no-report",
-                     *args.overrides], log)
+                     "--resume", "auto", *args.overrides], log)  # an interrupted fit continues
             split = str(out / "split_pools.json")
             split_for_baseline = split_for_baseline or split
             res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)
