@@ -9,7 +9,8 @@
   clipping or dropping (negative, outside, inverted boxes, unknown classes, BOM + CRLF), and broken
   ones (empty, garbage, missing fields, NaN coordinates, an XML entity bomb) - `CORPUS_BAD_LABELS`;
 * `yolo/`: the Ultralytics layout with malformed lines; `nolabels/`: images without any label folder;
-* `weights/`: a truncated and an empty .pth and a pickle whose unpickling would write `PWNED` next to it.
+* `weights/`: a truncated and an empty .pth and a pickle whose unpickling would write `PWNED` next to it;
+* `large/`: one large square photo (4000 px by default; restored in tiles).
 
     python scripts/make_bad_corpus.py OUT [--photo ../shared/data/dawn_fog/images/foggy-001.jpg]
 
@@ -148,9 +149,13 @@ def _weights(out: Path, real: Path | None) -> None:
 
 
 def build_corpus(root: str | os.PathLike[str], photo: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
-                 size: tuple[int, int] = (320, 240)) -> Path:
-    """Write the whole corpus under `root` (see the module docstring); `weights` is a real .pth to truncate."""
+                 size: tuple[int, int] = (320, 240), large: int = 4000) -> Path:
+    """Write the whole corpus under `root` (see the module docstring); `weights` is a real .pth to truncate,
+    `large` the side of the square photo in `large/` (12000 for the memory check of docs/reliability.md)."""
     root = Path(root)
+    (root / "large").mkdir(parents=True, exist_ok=True)
+    Image.MAX_IMAGE_PIXELS = None
+    _photo(Path(photo), (large, large)).save(root / "large" / f"large_{large}.jpg", quality=90)
     base = _photo(Path(photo), size)
     _images(root / "images", base)
     _detection(root / "detection", base)
@@ -170,8 +175,9 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--photo", type=Path, default=shared / "dawn_fog" / "images" / "foggy-001.jpg")
     ap.add_argument("--weights", type=Path, default=shared / "aodnet_weights" / "dehazer.pth")
+    ap.add_argument("--large", type=int, default=4000, help="side of the large photo (e.g. 12000)")
     args = ap.parse_args()
-    print(build_corpus(args.out, args.photo, args.weights))
+    print(build_corpus(args.out, args.photo, args.weights, large=args.large))
 
 
 if __name__ == "__main__":

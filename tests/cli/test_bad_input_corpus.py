@@ -169,3 +169,15 @@ def test_a_wrong_checksum_is_refused(corpus: Path, tmp_path: Path, shared_data: 
                           env={**os.environ, "TASKBRIDGE_WEIGHTS": str(env_root), "TASKBRIDGE_CACHE": str(tmp_path / "c")})
     err = _clean(proc)
     assert proc.returncode == 2 and "sha256" in err.lower() and len(err.strip().splitlines()) == 1
+
+
+def test_a_large_photo_is_restored_in_tiles(corpus: Path, before: dict, tmp_path: Path) -> None:
+    out = tmp_path / "large"
+    proc = run(["restore", "-r", "sci-medium", "--in", str(corpus / "large"), "--out", str(out), "--tile", "1024"], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    from PIL import Image
+
+    with Image.open(out / "large_4000.png") as im:
+        assert im.size == (4000, 4000)
+    assert _hashes(corpus) == before
