@@ -112,3 +112,25 @@ def test_float_tiff_intensities_are_not_divided_by_255(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="values above 1 are clipped"):
         hdr = read_image(tmp_path / "hdr.tif")
     assert float(hdr.max()) == 1.0 and float(hdr[0, 0, 10]) == pytest.approx(3.0 * float(ramp[0, 10]), abs=1e-6)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["restore", "-r", "aodnet", "-s", "wieghts=x", "--in", "{coco}", "--out", "{tmp}/a"], "unknown option(s) wieghts"),
+    (["evaluate", "--task", "yolov5n", "--task-opt", "hpy=1", "--data", "{coco}", "--out", "{tmp}/b"], "unknown option(s) hpy"),
+    (["evaluate", "--task", "yolov5n", "--data", "{coco}", "--degrade", "haze", "--degrade-opt", "bta=1", "--out", "{tmp}/c"],
+     "unknown option(s) bta"),
+    (["degrade", "--kind", "haze", "-p", "bta=1", "--in", "{coco}", "--out", "{tmp}/d"], "unknown option(s) bta"),
+    (["evaluate-quality", "--pred", "{coco}", "--metrics", "voc-ap"], "not an image-quality metric"),
+    (["fit", "{repo}/recipes/smoke.yaml", "method.generator.ngf=abc"], "ngf: must be a valid integer"),
+    (["fit", "{repo}/recipes/smoke.yaml", "train.steps=2.5"], "train.steps: must be a valid integer"),
+])
+def test_option_typos_and_bad_values_are_one_line(argv: list[str], expected: str, tmp_path: Path, shared_data: Path,
+                                                  monkeypatch, capsys) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    subs = {"{coco}": str(shared_data / "coco8" / "images" / "val"), "{tmp}": str(tmp_path), "{repo}": str(repo)}
+    argv = [a.replace("{coco}", subs["{coco}"]).replace("{tmp}", subs["{tmp}"]).replace("{repo}", subs["{repo}"])
+            for a in argv]
+    if argv[0] == "evaluate":
+        argv[argv.index("--data") + 1] = str(shared_data / "coco8")
+    code, err = _main(argv, monkeypatch, capsys)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
