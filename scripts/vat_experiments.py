@@ -214,9 +214,9 @@ def main() -> None:
     for recipe in recipes:
         for seed in args.seeds:
             out = root / f"{run_name(recipe)}-s{seed}"
-            if not (out / "checkpoints" / "best").is_dir():
+            if not finished(out):  # new, or interrupted (it may already have a `best`): continues from its last step
                 run(["taskbridge", "fit", f"recipes/{recipe}.yaml", f"seed={seed}", "-o", str(out), "--no-report",
-                     "--resume", "auto", *args.overrides], log)  # an interrupted fit continues
+                     "--resume", "auto", *args.overrides], log)
             split = str(out / "split_pools.json")
             split_for_baseline = split_for_baseline or split
             res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)

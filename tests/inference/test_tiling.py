@@ -70,3 +70,33 @@ def test_the_evaluation_stage_tiles_too(photo: Path) -> None:
     x = read_image(photo)[None]
     with torch.no_grad():
         assert torch.equal(Pipeline([RestorerStage(aod)])(x), aod(x).clamp(0, 1))  # 1280 px: two tiles of 1024
+
+
+@pytest.mark.parametrize(("n_out", "n_in"), [(160, 909), (909, 160), (7, 3), (64, 64), (5, 1)])
+def test_bilinear_weights_resize_like_interpolate(n_out: int, n_in: int) -> None:
+    from taskbridge.inference.model import bilinear_weights
+
+    x = torch.rand(2, n_in, 11)
+    want = torch.nn.functional.interpolate(x[None], size=(n_out, 11), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(bilinear_weights(n_out, n_in) @ x, want, atol=1e-4)  # torch rounds its float32 coordinates
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_translating_in_bands_equals_the_float_path(photo: Path, residual: bool) -> None:
+    from taskbridge.inference import InferenceModel
+    from taskbridge.inference.tiling import to_uint8
+
+    class Contrast(torch.nn.Module):  # a non-linear, spatially varying change
+        def translate(self, x: torch.Tensor) -> torch.Tensor:
+            return (x - 0.5) * 1.3 + 0.5 + 0.05 * torch.sin(x * 9)
+
+        def owned_restorer(self) -> None:
+            return None
+
+    model = InferenceModel(Contrast(), working_size=(96, 128), residual=residual)
+    u8 = read_image(photo, dtype=torch.uint8)
+    want = to_uint8(model(u8[None].float() / 255)[0])
+    got = model.translate_uint8(u8, band=100)  # 10 bands of 100 rows (the last one short)
+    assert got.dtype == torch.uint8 and got.shape == u8.shape
+    assert (got.int() - want.int()).abs().max() <= 1  # float summation order: at most one grey level
+    assert (got != want).float().mean() < 1e-3

@@ -76,13 +76,13 @@ def register(app: typer.Typer) -> None:
         written: dict[str, str] = {}
         for f in tqdm(files, desc="translate", unit="img"):
             try:
-                img = read_image(f)
+                img = read_image(f, dtype=torch.uint8)  # 8-bit: huge photos are translated in bands of rows
             except ImageReadError as err:
                 skips.bad(f, str(err))
                 continue
             try:
                 with torch.no_grad():
-                    out = model(img[None].to(dev))[0]
+                    out = model.translate_uint8(img.to(dev)).cpu()
             except (RuntimeError, ValueError) as err:  # e.g. out of memory on a huge photo
                 skips.bad(f, f"{f}: the model failed on its {img.shape[-1]}x{img.shape[-2]} pixels "
                              f"({str(err).splitlines()[0]})")

@@ -7,6 +7,12 @@ VaT evaluation does it (REFERENCE 1.9): the photo is resized (square, aspect not
 training), translated, and in residual mode the change r = T(x_s) - x_s is upsampled bilinearly
 and added to the full-resolution photo, so its detail survives; without residual mode the output
 itself is upsampled. `working_size=None` translates at the photo's own resolution.
+
+`translate_uint8` does the same on an 8-bit photo in bounded memory: the photo is reduced and the
+change enlarged one band of rows at a time (bilinear resizing is separable, so a band needs only its
+rows of the interpolation matrices), so a 12000 x 12000 photo never exists as floats. The network
+itself sees only the working-size copy; at native resolution (`working_size=None`) the whole photo
+goes through the network and memory is the network's.
 """
 
 from __future__ import annotations
@@ -22,6 +28,22 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def bilinear_weights(n_out: int, n_in: int) -> Tensor:
+    """[n_out, n_in] matrix of 1-D bilinear resizing as F.interpolate(align_corners=False) computes it."""
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    frac = src - i0
+    w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    w.index_put_((rows, i0), 1 - frac, accumulate=True)
+    w.index_put_((rows, i1), frac, accumulate=True)
+    return w.float()
+
+
+BAND = 512  # rows of the full-resolution photo handled at once by `translate_uint8`
 
 
 def as_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
@@ -85,6 +107,34 @@ class InferenceModel(nn.Module):
         if self.residual:
             return (images + _resize(out - small, full)).clamp(0, 1)
         return _resize(out, full).clamp(0, 1)
+
+    @torch.no_grad()
+    def translate_uint8(self, image: Tensor, reference: Tensor | None = None, band: int = BAND) -> Tensor:
+        """An 8-bit [3, H, W] photo -> its 8-bit translation; at a working size, in bands of rows."""
+        from taskbridge.inference.tiling import to_uint8
+
+        if self.working_size is None:
+            return to_uint8(self.translate(image[None].float() / 255.0, reference)[0])
+        (H, W), (h, w) = image.shape[-2:], self.working_size
+        dev = image.device
+        down_y, down_x = bilinear_weights(h, H).to(dev), bilinear_weights(w, W).to(dev)
+        small = torch.zeros(3, h, w, device=dev)
+        for y0 in range(0, H, band):
+            rows = image[:, y0:y0 + band].float() / 255.0
+            small += down_y[:, y0:y0 + band] @ rows @ down_x.T
+        small = small[None]
+        kwargs = {"reference": reference} if reference is not None else {}
+        change = self._any_size(small, **kwargs)[0]
+        if self.residual:
+            change = change - small[0]
+        up_y, up_x = bilinear_weights(H, h).to(dev), bilinear_weights(W, w).to(dev)
+        out = torch.empty_like(image)
+        for y0 in range(0, H, band):
+            part = up_y[y0:y0 + band] @ change @ up_x.T
+            if self.residual:
+                part = part + image[:, y0:y0 + band].float() / 255.0
+            out[:, y0:y0 + band] = to_uint8(part)
+        return out
 
     def forward(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
         return self.translate(images, reference)
