@@ -90,11 +90,16 @@ def test_writing_commands_skip_and_name_bad_images(command: str, corpus: Path, b
 def test_fit_then_translate_over_the_corpus(corpus: Path, before: dict, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run(["fit", str(REPO / "recipes" / "smoke.yaml"), f"data.train_A={corpus / 'images'}",
-                f"data.train_B={corpus / 'images'}", "data.resize=[20,20]", "data.size=16", "train.steps=3",
+                f"data.train_B={corpus / 'images'}", "data.resize=[20,20]", "data.size=16", f"train.steps={len(_good_images(corpus) | _bad_images(corpus))}",
                 "train.image_every=0", "train.progress=false", "-o", str(run_dir)], tmp_path)
     err = _clean(proc)
     assert proc.returncode == 0, err[-3000:]
     assert all(line.startswith(("warning: ", "skipped: ")) for line in err.splitlines() if line.strip())
+    lines = proc.stdout.splitlines()
+    summary = json.loads("\n".join(lines[lines.index("{"):lines.index("}") + 1]))
+    # one epoch of batch 1 reads every file: each bad one is listed once, with its reason, and was warned about
+    assert sorted(s["file"] for s in summary["skipped"]) == sorted(_bad_images(corpus)), err[-3000:]
+    assert all(s["reason"] and any(s["file"] in line for line in err.splitlines()) for s in summary["skipped"])
     out = tmp_path / "translated"
     proc = run(["translate", "--ckpt", str(run_dir), "--in", str(corpus / "images"), "--out", str(out)], tmp_path)
     err = _clean(proc)

@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
         except (NonFiniteLossError, CheckpointError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from err
-        typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted", "resumed_from")}, indent=1))
+        typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted", "resumed_from",
+                                                      "skipped")}, indent=1))
         if report and trainer.validation is not None and not result.get("interrupted"):
             from taskbridge.engine.report import compare_on_validation, format_table
 

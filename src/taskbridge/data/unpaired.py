@@ -13,6 +13,7 @@ their own copy of the dataset and would not see the new epoch: leave it off.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -39,7 +40,13 @@ def _seed_of(*parts: int) -> int:
 
 
 class EpochDataset(Dataset):
-    """A training set the trainer tells which epoch it is in (new pairings, crops); `set_epoch` may do nothing."""
+    """A training set the trainer tells which epoch it is in (new pairings, crops); `set_epoch` may do nothing.
+
+    `skip_log`: where a set that skips unreadable files records them (one JSON line each); the trainer
+    points it into the run folder.
+    """
+
+    skip_log: Path | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Called before each epoch is iterated."""
@@ -53,7 +60,9 @@ class UnpairedDataset(EpochDataset):
     `resize`), then a `crop` of `size` ("random", "center" or "none"); an image smaller than
     `size` is first upscaled (aspect kept) so the crop fits; optional random horizontal `flip`.
     Unreadable files are skipped with a warning naming them (the next file of the same side
-    takes their place) or raise (`on_error="raise"`).
+    takes their place) or raise (`on_error="raise"`). With `skip_log` set (the trainer sets it to
+    `<run>/skipped.jsonl`), each skip is also appended there as one JSON line, from whichever loader
+    worker met it, so the run's summary can list them.
     """
 
     def __init__(
@@ -118,6 +127,9 @@ class UnpairedDataset(EpochDataset):
                     raise
                 self._bad.add(path)
                 warnings.warn(f"skipping unreadable {side} image: {err}", stacklevel=3)
+                if self.skip_log is not None:
+                    with open(self.skip_log, "a", encoding="utf-8") as log:
+                        log.write(json.dumps({"file": str(path), "side": side, "reason": str(err)}) + "\n")
         raise ImageReadError(f"no readable image left on side {side} ({len(files)} files, all unreadable)")
 
     def _prepare(self, image: Tensor, g: torch.Generator) -> Tensor:

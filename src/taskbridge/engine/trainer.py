@@ -12,6 +12,7 @@ position (`engine.state`).
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -45,11 +46,29 @@ class NonFiniteLossError(FloatingPointError):
 
 
 #: what a run writes into its folder; `--overwrite` removes these (and nothing else) before a fresh start
-RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "images", "tb", "report.json", "split_A.json", "split_pools.json")
+RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "images", "tb", "report.json", "split_A.json", "split_pools.json",
+                 "skipped.jsonl")
 #: recipe keys that may change when a run is resumed (how long, where and how it logs; not what it learns)
 RESUMABLE_CHANGES = ("name", "notes", "output_dir", "train.steps", "train.epochs", "train.device", "train.progress",
                      "train.tensorboard", "train.log_every", "train.ckpt_every", "train.val_every", "train.image_every",
                      "train.keep_last", "data.num_workers")
+
+
+SKIP_LOG = "skipped.jsonl"  # unreadable training images met by this run (any loader worker), one JSON line each
+
+
+def skipped_files(log: Path) -> list[dict[str, str]]:
+    """The run's skipped training images, each once, in the order first met."""
+    if not log.is_file():
+        return []
+    seen: dict[str, dict[str, str]] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill -9
+            continue
+        seen.setdefault(entry.get("file", ""), entry)
+    return list(seen.values())
 
 
 class _Plain(EpochDataset):
@@ -378,6 +397,7 @@ class Trainer:
         if resumed_from is not None:  # rows logged after the checkpoint belong to a future this run replays
             _truncate_log(self.output_dir / "metrics.jsonl", self.step)
         self.logger = RunLogger(self.output_dir, tensorboard=self.spec.tensorboard)
+        self.train_data.skip_log = self.output_dir / SKIP_LOG
         if resumed_from is not None:
             self.logger.text("resume", f"resumed from {resumed_from} at step {self.step}", self.step)
         old_handlers = self._install_stop_handlers()
@@ -419,6 +439,7 @@ class Trainer:
             "metrics": self.last_metrics,
             "interrupted": self._stop_requested,
             "resumed_from": str(resumed_from) if resumed_from is not None else None,
+            "skipped": skipped_files(self.output_dir / SKIP_LOG),
         }
 
     def _install_stop_handlers(self) -> dict[int, Any]:
