@@ -28,7 +28,7 @@ from taskbridge.data.labels import (
     read_yolo_txt,
 )
 from taskbridge.data.transforms import letterbox
-from taskbridge.data.unpaired import UnpairedDataset, unpaired_collate
+from taskbridge.data.unpaired import UnpairedDataset, skipped_files, unpaired_collate
 
 GREY16_VALUES = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
 
@@ -345,3 +345,12 @@ def test_unpaired_skips_unreadable_files(bad: Path, shared_data: Path) -> None:
     hopeless = UnpairedDataset([bad / "images" / "garbage.jpg"], b_files, size=16)
     with pytest.warns(UserWarning, match="garbage.jpg"), pytest.raises(ImageReadError, match="no readable image left on side A"):
         hopeless[0]
+
+
+def test_skip_log_lists_each_file_once_and_survives_a_cut_line(tmp_path: Path) -> None:
+    log = tmp_path / "skipped.jsonl"
+    assert skipped_files(log) == []
+    a = {"file": "a.jpg", "side": "A", "reason": "a.jpg: truncated"}
+    b = {"file": "b.png", "side": "B", "reason": "b.png: empty file"}
+    log.write_text("\n".join(json.dumps(e) for e in (a, b, a)) + '\n{"file": "c.j')  # two workers met a.jpg; kill -9
+    assert skipped_files(log) == [a, b]

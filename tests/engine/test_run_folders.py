@@ -102,14 +102,3 @@ def test_sigterm_saves_and_stops_like_ctrl_c(shared_data: Path, tmp_path: Path) 
     assert result["interrupted"] is True and result["step"] >= 3
     last = ckpt.resolve_checkpoint(run, prefer="last")
     assert ckpt.read_meta(last)["step"] == result["step"]  # nothing trained was lost
-
-
-def test_skip_log_lists_each_file_once_and_survives_a_cut_line(tmp_path: Path) -> None:
-    from taskbridge.engine.trainer import skipped_files
-
-    log = tmp_path / "skipped.jsonl"
-    assert skipped_files(log) == []
-    a = {"file": "a.jpg", "side": "A", "reason": "a.jpg: truncated"}
-    b = {"file": "b.png", "side": "B", "reason": "b.png: empty file"}
-    log.write_text("\n".join(json.dumps(e) for e in (a, b, a)) + '\n{"file": "c.j')  # two workers met a.jpg; kill -9
-    assert skipped_files(log) == [a, b]

@@ -83,8 +83,8 @@ def test_bilinear_weights_resize_like_interpolate(n_out: int, n_in: int) -> None
 
 @pytest.mark.parametrize("residual", [True, False])
 def test_translating_in_bands_equals_the_float_path(photo: Path, residual: bool) -> None:
+    from taskbridge.data.transforms import to_uint8
     from taskbridge.inference import InferenceModel
-    from taskbridge.inference.tiling import to_uint8
 
     class Contrast(torch.nn.Module):  # a non-linear, spatially varying change
         def translate(self, x: torch.Tensor) -> torch.Tensor:

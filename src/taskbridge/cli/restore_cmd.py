@@ -14,6 +14,7 @@ from taskbridge.cli.outputs import (
     prepare_output_folder,
     refuse_existing,
     skip_option,
+    write_each,
     write_report,
 )
 
@@ -47,10 +48,7 @@ def register(app: typer.Typer) -> None:
                                  "in tiles of it, with enough overlap that the result equals the untiled one."),
     ) -> None:
         """Restore every image under --in with a frozen restorer and write the results under --out (+ restore.json)."""
-        import torch
-        from tqdm import tqdm
-
-        from taskbridge.data.io import ImageReadError, list_images, read_image, save_image
+        from taskbridge.data.io import list_images
         from taskbridge.inference.tiling import restore_uint8
         from taskbridge.registry import RESTORERS
 
@@ -58,28 +56,17 @@ def register(app: typer.Typer) -> None:
         files = list_images(src)
         mapping = output_paths(files, src, dst, None if ext == "keep" else ext)
         refuse_existing(list(mapping.values()), dst, overwrite)
+        options = parse_options(option)
         try:
-            model = RESTORERS.create(restorer, **parse_options(option)).to(device)
+            model = RESTORERS.create(restorer, **options).to(device)
         except (TypeError, ValueError) as err:
             raise typer.BadParameter(f"--restorer {restorer}: {err}") from None
         skips = Skips(skip_bad)
-        written: dict[str, str] = {}
-        with torch.no_grad():
-            for path in tqdm(files, desc=f"restore [{restorer}]", unit="img"):
-                try:
-                    image = read_image(path, dtype=torch.uint8)  # 8-bit: a quarter of the memory of floats
-                except ImageReadError as err:
-                    skips.bad(path, str(err))
-                    continue
-                try:  # in tiles for large photos: memory stays bounded, the result equals the untiled one
-                    out = restore_uint8(model, image.to(device), tile=tile)
-                except (RuntimeError, ValueError) as err:
-                    skips.bad(path, f"{path}: restorer '{restorer}' failed on its {image.shape[-1]}x{image.shape[-2]} "
-                                    f"pixels ({str(err).splitlines()[0]})")
-                    continue
-                written[str(path)] = str(save_image(out.cpu(), mapping[path]))
+        # in tiles for large photos: memory stays bounded, the result equals the untiled one
+        written = write_each(files, mapping, skips, lambda image: restore_uint8(model, image.to(device), tile=tile),
+                             f"restorer '{restorer}'", f"restore [{restorer}]")
         renamed = [str(t) for f, t in mapping.items() if t.stem != f.stem]
-        write_report(dst / "restore.json", {"command": "restore", "restorer": restorer, "options": parse_options(option),
+        write_report(dst / "restore.json", {"command": "restore", "restorer": restorer, "options": options,
                                              "input": str(src), "written": written, "renamed": renamed,
                                              "skipped": skips.items})
         note = f"; {len(renamed)} renamed to keep same-stem files apart" if renamed else ""

@@ -20,6 +20,7 @@ from taskbridge.cli.outputs import (
     prepare_output_folder,
     refuse_existing,
     skip_option,
+    write_each,
     write_report,
 )
 
@@ -45,11 +46,9 @@ def register(app: typer.Typer) -> None:
         from taskbridge.hub import trusting_pickles
 
         ctx.with_resource(trusting_pickles(trust_pickle))
-        import torch
-        from tqdm import tqdm
 
         from taskbridge.checkpoint import CheckpointError
-        from taskbridge.data.io import ImageReadError, list_images, read_image, save_image
+        from taskbridge.data.io import list_images
         from taskbridge.engine.device import resolve_device
         from taskbridge.inference import load_inference_model
 
@@ -73,21 +72,9 @@ def register(app: typer.Typer) -> None:
                    f"working size {owns['working_size']}, residual {owns['residual']}"
                    + (f", restorer {owns['restorer']} inside" if owns["restorer"] else ""))
         skips = Skips(skip_bad)
-        written: dict[str, str] = {}
-        for f in tqdm(files, desc="translate", unit="img"):
-            try:
-                img = read_image(f, dtype=torch.uint8)  # 8-bit: huge photos are translated in bands of rows
-            except ImageReadError as err:
-                skips.bad(f, str(err))
-                continue
-            try:
-                with torch.no_grad():
-                    out = model.translate_uint8(img.to(dev)).cpu()
-            except (RuntimeError, ValueError) as err:  # e.g. out of memory on a huge photo
-                skips.bad(f, f"{f}: the model failed on its {img.shape[-1]}x{img.shape[-2]} pixels "
-                             f"({str(err).splitlines()[0]})")
-                continue
-            written[str(f)] = str(save_image(out, mapping[f]))
+        # 8-bit in and out: huge photos are translated in bands of rows (at the run's working size)
+        written = write_each(files, mapping, skips, lambda image: model.translate_uint8(image.to(dev)), "the model",
+                             "translate")
         write_report(out_dir / "translate.json", {"command": "translate", "model": owns, "input": str(in_dir),
                                                    "written": written, "skipped": skips.items})
         typer.echo(f"wrote {len(written)} image(s) to {out_dir}{skips.summary()}")

@@ -61,6 +61,11 @@ def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return s  # type: ignore[return-value]
 
 
+def to_uint8(image: Tensor) -> Tensor:
+    """float [0, 1] -> the 8-bit values an image file would hold: round(255 x), half to even (like numpy)."""
+    return (image.clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
 def quantize8(image: Tensor) -> Tensor:
     """The values an 8-bit image file would hold: round(255 x) / 255 (half to even, like numpy), in [0, 1]."""
     return (image.clamp(0, 1) * 255.0).round() / 255.0
@@ -90,7 +95,7 @@ def _resize_cv2(x: Tensor, hw: tuple[int, int]) -> Tensor:
 
     out = []
     for img in x:
-        u8 = (img.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        u8 = to_uint8(img.detach()).permute(1, 2, 0).cpu().numpy()
         r = cv2.resize(np.ascontiguousarray(u8), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
         r = r[..., None] if r.ndim == 2 else r
         out.append(torch.from_numpy(r).permute(2, 0, 1))

@@ -39,6 +39,23 @@ def _seed_of(*parts: int) -> int:
     return s
 
 
+SKIP_LOG = "skipped.jsonl"  # a run's unreadable training images (any loader worker), one JSON line each
+
+
+def skipped_files(log: Path) -> list[dict[str, str]]:
+    """The skips recorded in `log`, each file once, in the order first met."""
+    if not log.is_file():
+        return []
+    seen: dict[str, dict[str, str]] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill -9
+            continue
+        seen.setdefault(entry.get("file", ""), entry)
+    return list(seen.values())
+
+
 class EpochDataset(Dataset):
     """A training set the trainer tells which epoch it is in (new pairings, crops); `set_epoch` may do nothing.
 

@@ -12,7 +12,6 @@ position (`engine.state`).
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from taskbridge import checkpoint as ckpt
 from taskbridge.callbacks import Callback
 from taskbridge.config import ConfigError
-from taskbridge.data.unpaired import EpochDataset
+from taskbridge.data.unpaired import SKIP_LOG, EpochDataset, skipped_files
 from taskbridge.engine import state as run_state
 from taskbridge.engine.callbacks import ImageGrids, ScalarLog, Validation, Validator
 from taskbridge.engine.device import amp_dtype, resolve_device, to_device
@@ -47,28 +46,11 @@ class NonFiniteLossError(FloatingPointError):
 
 #: what a run writes into its folder; `--overwrite` removes these (and nothing else) before a fresh start
 RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "images", "tb", "report.json", "split_A.json", "split_pools.json",
-                 "skipped.jsonl")
+                 SKIP_LOG)
 #: recipe keys that may change when a run is resumed (how long, where and how it logs; not what it learns)
 RESUMABLE_CHANGES = ("name", "notes", "output_dir", "train.steps", "train.epochs", "train.device", "train.progress",
                      "train.tensorboard", "train.log_every", "train.ckpt_every", "train.val_every", "train.image_every",
                      "train.keep_last", "data.num_workers")
-
-
-SKIP_LOG = "skipped.jsonl"  # unreadable training images met by this run (any loader worker), one JSON line each
-
-
-def skipped_files(log: Path) -> list[dict[str, str]]:
-    """The run's skipped training images, each once, in the order first met."""
-    if not log.is_file():
-        return []
-    seen: dict[str, dict[str, str]] = {}
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill -9
-            continue
-        seen.setdefault(entry.get("file", ""), entry)
-    return list(seen.values())
 
 
 class _Plain(EpochDataset):

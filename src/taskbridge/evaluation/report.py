@@ -79,7 +79,9 @@ def draw_detections(image: Tensor, boxes: Tensor, labels: Sequence[str], color: 
     """uint8 CHW picture with predicted boxes (coloured, labelled) and ground truth (green, thin)."""
     from torchvision.utils import draw_bounding_boxes
 
-    img = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    from taskbridge.data.transforms import to_uint8
+
+    img = to_uint8(image)
     if gt is not None and len(gt):
         img = draw_bounding_boxes(img, gt.float(), colors="lime", width=1)
     if len(boxes):

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from taskbridge.data.transforms import to_uint8
+
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == size:
@@ -111,8 +113,6 @@ class InferenceModel(nn.Module):
     @torch.no_grad()
     def translate_uint8(self, image: Tensor, reference: Tensor | None = None, band: int = BAND) -> Tensor:
         """An 8-bit [3, H, W] photo -> its 8-bit translation; at a working size, in bands of rows."""
-        from taskbridge.inference.tiling import to_uint8
-
         if self.working_size is None:
             return to_uint8(self.translate(image[None].float() / 255.0, reference)[0])
         (H, W), (h, w) = image.shape[-2:], self.working_size

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from taskbridge.data.transforms import to_uint8
+
 TILE = 1024  # output pixels per tile side
 CONTEXT_PIXELS = 4_000_000  # photos larger than this get their global context from a reduced copy
 
@@ -73,11 +75,6 @@ def tiled(restorer: nn.Module, image: Tensor, tile: int = TILE, context_pixels: 
 def to_unit(crop: Tensor) -> Tensor:
     """8-bit crop -> float [0, 1]."""
     return crop.float() / 255.0
-
-
-def to_uint8(result: Tensor) -> Tensor:
-    """float [0, 1] -> 8-bit, rounding half to even (as the reference protocol saves images)."""
-    return (result.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
 @torch.no_grad()
