@@ -12,6 +12,7 @@ from torch import nn
 from taskbridge import checkpoint as ckpt
 from taskbridge.inference.model import InferenceModel
 from taskbridge.inference.stages import Pipeline, RestorerStage
+from taskbridge.run_config import InferenceConfig
 
 
 class PipelineError(ValueError):
@@ -26,12 +27,6 @@ def build_method(config: Mapping[str, Any]) -> nn.Module:
     if not isinstance(config.get("method"), Mapping):
         raise ckpt.CheckpointError("the recipe has no 'method' section")
     return build(METHODS, config["method"], "method")
-
-
-def inference_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe's `inference:` section with its defaults (working size and residual mode)."""
-    section = dict(config.get("inference") or {})
-    return {"working_size": section.get("working_size"), "residual": bool(section.get("residual", True))}
 
 
 def load_inference_model(path: str | os.PathLike[str], device: str | torch.device = "cpu", prefer: str = "best",
@@ -50,14 +45,14 @@ def load_inference_model(path: str | os.PathLike[str], device: str | torch.devic
     method = build_method(config)
     model_state, _, _ = ckpt.load_checkpoint(directory)
     ckpt.load_trainable_state(method, model_state, str(directory))
-    settings = inference_settings(config)
+    settings = InferenceConfig.model_validate(config.get("inference") or {})  # the recipe's, with its defaults
     if working_size != -1:
-        settings["working_size"] = working_size or None
+        settings.working_size = working_size or None
     if residual is not None:
-        settings["residual"] = residual
+        settings.residual = residual
     info = {k: meta.get(k) for k in ("step", "epoch", "name", "selected_by")}
     info.update(path=str(directory), method=(config.get("method") or {}).get("type"))
-    return InferenceModel(method, settings["working_size"], settings["residual"], info).to(device).eval()
+    return InferenceModel(method, settings.working_size, settings.residual, info).to(device).eval()
 
 
 def build_pipeline(restorer: str | nn.Module | None = None, model: str | InferenceModel | None = None,
