@@ -11,6 +11,8 @@ same settings as the baseline rows (plain degraded input, restorer alone), which
     python scripts/vat_experiments.py lowlight-det --seeds 0 1 2
     python scripts/vat_experiments.py dehaze-compare --seeds 0     # CycleGAN, CUT, FastCUT, ODCR (+ VaT runs)
     python scripts/vat_experiments.py lowlight-cls-compare --seeds 0   # the same on dark CIFAR-10
+    python scripts/vat_experiments.py hflow-dehaze --seeds 0 1 2       # Hierarchy Flow, fog -> clear
+    python scripts/vat_experiments.py hflow-lowlight-det --seeds 0 1 2 # Hierarchy Flow, dark -> light
 
 Each evaluation also scores the translated images (`taskbridge evaluate --quality`: PSNR/SSIM against
 the clean image where the degradation is synthetic, NIQE where images are large enough).
@@ -81,7 +83,10 @@ PLANS = {
         "eval": CIFAR_DARK_TEST,
     },
 }
-QUALITY = ("psnr", "ssim", "niqe")
+# Hierarchy Flow on the fog comparison setting and on the low-light detection setting, scored as VaT's
+PLANS["hflow-dehaze"] = {**PLANS["dehaze"], "recipes": ["compare/hflow-dehaze-det"]}
+PLANS["hflow-lowlight-det"] = {**PLANS["lowlight-det"], "recipes": ["compare/hflow-lowlight-det"]}
+QUALITY = ("psnr", "ssim", "niqe", "ssim_input")
 
 
 def taskbridge_exe() -> str:

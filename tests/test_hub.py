@@ -35,8 +35,13 @@ def test_hub_missing_weights_says_where_to_put_them(tmp_path: Path, monkeypatch)
 
 
 def test_hub_registered_sha256_match_shared_files(shared_data: Path) -> None:
+    """Every entry with a declared sha256 ships in the shared data; entries without one (a user download
+    whose full hash no trustworthy source publishes) declare the publisher's prefix and a URL instead."""
     for name in hub.weight_names():
         spec = hub.weight_spec(name)
+        if not spec.sha256:
+            assert spec.url and len(spec.sha256_prefix) >= 8 and spec.url.endswith(f"-{spec.sha256_prefix}.pth"), name
+            continue
         path = shared_data / spec.subdir / spec.filename
         assert path.is_file(), f"{name}: {path} missing"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256, name
@@ -51,3 +56,21 @@ def test_load_state_refuses_pickled_code(tmp_path: Path) -> None:
     torch.save({"x": Evil()}, p)
     with pytest.raises(RuntimeError, match="weights_only=True"):
         hub.load_state(p)
+
+
+def test_hash_pinned_on_first_use_then_enforced(tmp_path, monkeypatch) -> None:
+    """Weights whose full sha256 no trustworthy source publishes: the first file seen is pinned, a different
+    file later is refused naming the pin."""
+    from taskbridge import hub
+
+    monkeypatch.setenv("TASKBRIDGE_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TASKBRIDGE_CACHE", str(tmp_path / "cache"))
+    spec = hub.WeightSpec(name="pin-demo", filename="pin.pt", sha256="", license="test", architecture="test")
+    monkeypatch.setitem(hub._SPECS, "pin-demo", spec)
+    (tmp_path / "pin.pt").write_bytes(b"first")
+    assert hub.resolve("pin-demo") == tmp_path / "pin.pt"
+    assert hub.resolve("pin-demo") == tmp_path / "pin.pt"  # same file: accepted again
+    assert "pin-demo" in hub.pins_file().read_text()
+    (tmp_path / "pin.pt").write_bytes(b"second")
+    with pytest.raises(hub.ChecksumError, match="pinned for 'pin-demo' when it was first used"):
+        hub.resolve("pin-demo")

@@ -42,9 +42,10 @@ def test_every_family_lists_without_error() -> None:
     that fails to import would silently drop its entries from `taskbridge list`, so it fails here."""
     expected = {"degradation": {"haze", "lowlight"}, "restorer": {"identity", "dcp", "aodnet", "sci-medium"},
                 "task": {"yolov5n", "cifar-resnet20", "clip-zero-shot", "torchvision-detector"},
-                "translator": {"vat", "resnet-generator"}, "discriminator": {"patchgan"},
-                "loss": {"gan", "patchnce", "dwfc"}, "method": {"vat", "cyclegan", "cut", "fastcut", "odcr"},
-                "metric": {"voc-ap", "psnr", "niqe"}}
+                "translator": {"vat", "resnet-generator", "hierarchy-flow"}, "discriminator": {"patchgan"},
+                "loss": {"gan", "patchnce", "dwfc", "aligned-style", "adain-content"},
+                "method": {"vat", "cyclegan", "cut", "fastcut", "odcr", "hierarchy-flow"},
+                "metric": {"voc-ap", "psnr", "niqe"}, "feature": {"vgg19", "vgg16-shift-tolerant"}}
     assert set(FAMILIES) == set(expected)
     for family, reg in FAMILIES.items():
         names = reg.names()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -71,6 +72,9 @@ class WeightSpec:
     url: str | None = None
     subdir: str = ""  # folder name under a weights root, e.g. the shared data layout
     notes: str = ""
+    #: when no full sha256 can be confirmed from a published source (sha256 ""): the hash prefix the
+    #: publisher puts in the file name (torchvision's convention); the full hash is pinned on first use
+    sha256_prefix: str = ""
 
 
 _SPECS: dict[str, WeightSpec] = {}
@@ -124,16 +128,14 @@ def resolve(name: str, *, download: bool = True, verify: bool = True) -> Path:
             candidates.append(root / spec.subdir / spec.filename)
     for path in candidates:
         if path.is_file():
-            if verify and sha256_of(path) != spec.sha256:
-                raise ChecksumError(
-                    f"{path}: sha256 {sha256_of(path)} does not match the declared {spec.sha256} for "
-                    f"'{name}'. Replace the file with the original ({spec.url or 'see docs'})."
-                )
+            if verify:
+                check_sha256(spec, path)
             return path
     target = cache_dir() / spec.filename
     if download and spec.url:
         try:
             _download(spec.url, target, spec.sha256)
+            check_sha256(spec, target)
             return target
         except (OSError, ChecksumError) as err:
             reason = f" Download from {spec.url} failed: {err}."
@@ -147,6 +149,32 @@ def resolve(name: str, *, download: bool = True, verify: bool = True) -> Path:
     )
 
 
+def pins_file() -> Path:
+    return cache_dir() / "pinned_sha256.json"
+
+
+def check_sha256(spec: WeightSpec, path: Path) -> None:
+    """The declared sha256; without one, the published prefix and the hash pinned on first use."""
+    got = sha256_of(path)
+    fix = f"Replace the file with the original ({spec.url or 'see docs/weights.md'})."
+    if spec.sha256:
+        if got != spec.sha256:
+            raise ChecksumError(f"{path}: sha256 {got} does not match the declared {spec.sha256} for '{spec.name}'. {fix}")
+        return
+    if spec.sha256_prefix and not got.startswith(spec.sha256_prefix):
+        raise ChecksumError(f"{path}: sha256 {got} does not start with the published {spec.sha256_prefix} for "
+                            f"'{spec.name}'. {fix}")
+    pins_path = pins_file()
+    pins = json.loads(pins_path.read_text()) if pins_path.is_file() else {}
+    if spec.name in pins and pins[spec.name] != got:
+        raise ChecksumError(f"{path}: sha256 {got} differs from {pins[spec.name]}, pinned for '{spec.name}' when it "
+                            f"was first used (in {pins_path}). {fix}")
+    if spec.name not in pins:
+        pins[spec.name] = got
+        pins_path.parent.mkdir(parents=True, exist_ok=True)
+        pins_path.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+
+
 def _download(url: str, target: Path, sha256: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
@@ -154,7 +182,7 @@ def _download(url: str, target: Path, sha256: str) -> None:
     try:
         torch.hub.download_url_to_file(url, tmp, progress=True)
         got = sha256_of(Path(tmp))
-        if got != sha256:
+        if sha256 and got != sha256:
             raise ChecksumError(f"downloaded file has sha256 {got}, expected {sha256}")
         os.replace(tmp, target)
     finally:
@@ -244,3 +272,15 @@ for _depth, _sha in (
             url=f"{_GH}/akamaster/pytorch_resnet_cifar10/raw/d5489e8995e81e91ce6b1d69dcc98ad579b0b153/pretrained_models/{_file}",
         )
     )
+register_weights(
+    WeightSpec(
+        name="vgg19-imagenet",
+        filename="vgg19-dcbb9e9d.pth",
+        sha256="",
+        sha256_prefix="dcbb9e9d",
+        license="torchvision pretrained weights (pytorch/vision terms)",
+        architecture="VGG-19 (ImageNet classification), torchvision state dict; features up to relu4_1 are used",
+        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        notes="The feature network of AdaIN and Hierarchy Flow's losses (features: {type: vgg19}).",
+    )
+)

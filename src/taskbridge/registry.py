@@ -121,9 +121,11 @@ DISCRIMINATORS = Registry("discriminator", "taskbridge.discriminators")
 LOSSES = Registry("loss", "taskbridge.losses")
 METHODS = Registry("method", "taskbridge.methods")
 METRICS = Registry("metric", "taskbridge.metrics")
+FEATURES = Registry("feature", "taskbridge.features")
 
 FAMILIES: dict[str, Registry] = {
-    r.family: r for r in (DEGRADATIONS, RESTORERS, TASKS, TRANSLATORS, DISCRIMINATORS, LOSSES, METHODS, METRICS)
+    r.family: r for r in (DEGRADATIONS, RESTORERS, TASKS, TRANSLATORS, DISCRIMINATORS, LOSSES, METHODS, METRICS,
+                                   FEATURES)
 }
 
 

@@ -162,18 +162,18 @@ def parse_data(section: Mapping[str, Any]) -> FoldersData | CifarData:
 class ScheduleConfig(_Strict):
     """`schedule:` (run-wide) or `optim.<group>.schedule` (one group)."""
 
-    type: Literal["constant", "cosine_warm_restarts", "linear_decay"] = "constant"
+    type: Literal["constant", "cosine", "cosine_warm_restarts", "linear_decay"] = "constant"
     interval: Literal["step", "epoch"] = "step"
     T_0: PositiveInt | None = None  # cosine_warm_restarts (default 2000)
     T_mult: PositiveInt | None = None  # cosine_warm_restarts (default 1)
-    eta_min: NonNegativeFloat | None = None  # cosine_warm_restarts (default 0)
+    eta_min: NonNegativeFloat | None = None  # cosine, cosine_warm_restarts (default 0)
     n_constant: NonNegativeInt | None = None  # linear_decay (default: half the run)
     n_decay: NonNegativeInt | None = None  # linear_decay (default: the other half)
     final: Unit | None = None  # linear_decay: last factor (default 0)
 
     @model_validator(mode="after")
     def _applicable(self) -> ScheduleConfig:
-        own = {"cosine_warm_restarts": {"T_0", "T_mult", "eta_min"}, "linear_decay": {"n_constant", "n_decay", "final"},
+        own = {"cosine": {"eta_min"}, "cosine_warm_restarts": {"T_0", "T_mult", "eta_min"}, "linear_decay": {"n_constant", "n_decay", "final"},
                "constant": set()}[self.type]
         foreign = sorted(k for k in ("T_0", "T_mult", "eta_min", "n_constant", "n_decay", "final")
                          if getattr(self, k) is not None and k not in own)

@@ -56,6 +56,7 @@ def test_golden_covers_every_method_recipe() -> None:
     ("cyclegan", {"G": 2 * 11_378_179, "D": 2 * 2_764_737}),  # REFERENCE 4: G 11.378 M, D 2.765 M
     # + PatchNCE heads Linear(C, 256)-Linear(256, 256) on the taps of 3, 128, 256, 256, 256 channels: 560,384
     ("cut", {"G": 11_378_179 + 560_384, "D": 2_764_737}),
+    ("hierarchy-flow", {"G": 1_017_362}),  # the public config's network (HF, [30, 120], learned alpha)
 ])
 def test_default_sections_are_the_published_networks(name: str, groups: dict[str, int]) -> None:
     method = METHODS.create(name)

@@ -17,6 +17,7 @@ from taskbridge.registry import RegistryError
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 SETTING = RECIPES / "compare" / "dehaze-det-160.yaml"
+GAN_SIZE = RECIPES / "compare" / "gan-small.yaml"
 CLS_SETTING = RECIPES / "compare" / "lowlight-cls-32.yaml"
 UNTRAINED = RECIPES / "controls" / "untrained.yaml"
 
@@ -36,7 +37,7 @@ def test_base_list_merges_in_order(tmp_path: Path) -> None:
 def test_comparison_recipes_take_method_from_its_recipe_and_setting_from_the_fragment(method: str) -> None:
     cfg = to_dict(load_recipe(RECIPES / "compare" / f"{method}-dehaze-det.yaml"))
     own = to_dict(load_recipe(RECIPES / f"{method}.yaml"))
-    setting = to_dict(load_recipe(SETTING))
+    setting = {**to_dict(load_recipe(SETTING)), **to_dict(load_recipe(GAN_SIZE))}
     assert cfg["method"]["type"] == own["method"]["type"] == method
     for key, value in own["method"].items():  # published losses and weights kept ...
         if key not in setting["method"]:
@@ -129,7 +130,7 @@ def test_main_vat_recipes_fit_five_steps(recipe: str, shared_data: Path, tmp_pat
     assert (tmp_path / "checkpoints" / "best").is_dir()
 
 
-FRAGMENTS = {SETTING, CLS_SETTING, UNTRAINED}
+FRAGMENTS = {SETTING, GAN_SIZE, CLS_SETTING, UNTRAINED}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in RECIPES.rglob("*.yaml") if p not in FRAGMENTS),
@@ -142,3 +143,23 @@ def test_every_shipped_recipe_names_known_method_options(path: Path) -> None:
     method = dict(cfg["method"])
     check_kwargs(METHODS.get(method.pop("type")), method, f"{path.name}: method")
     assert cfg["name"] and (cfg["train"].get("steps") or cfg["train"].get("epochs"))
+
+
+def test_hierarchy_flow_rows_share_the_settings_of_the_rows_they_are_compared_with() -> None:
+    """Fog: the comparison fragment's data, validation and inference; dark: lowlight-det-vat's, except batch 1
+    with flips (Hierarchy Flow's published batch). The method keeps its own published settings."""
+    fog = to_dict(load_recipe(RECIPES / "compare" / "hflow-dehaze-det.yaml"))
+    setting = to_dict(load_recipe(SETTING))
+    assert "method" not in setting  # the GAN network sizes live in gan-small.yaml
+    for section in ("data", "val", "inference"):
+        assert fog[section] == setting[section], section
+    assert fog["train"]["steps"] == 400 and fog["schedule"] == {"type": "cosine", "interval": "step", "n_constant": None,
+                                                                "n_decay": None}
+    own = to_dict(load_recipe(RECIPES / "hierarchy-flow.yaml"))
+    assert fog["method"] == own["method"] and fog["optim"] == own["optim"] == {"G": {"type": "adam", "lr": 1e-4}}
+    dark = to_dict(load_recipe(RECIPES / "compare" / "hflow-lowlight-det.yaml"))
+    vat = to_dict(load_recipe(RECIPES / "lowlight-det-vat.yaml"))
+    assert dark["val"] == vat["val"] and dark["inference"] == vat["inference"]
+    assert {k: v for k, v in dark["data"].items() if k not in ("batch_size", "flip")} == \
+        {k: v for k, v in vat["data"].items() if k not in ("batch_size", "flip", "nuq_fit")}
+    assert dark["train"]["steps"] == 400 and dark["method"] == own["method"]

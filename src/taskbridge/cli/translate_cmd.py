@@ -5,7 +5,8 @@ full-resolution output as the VaT evaluation does it (REFERENCE 1.9), at the run
 unless `--size` says otherwise: translate a copy resized to the working size (square, aspect not
 kept), take the change r = T(x_s) - x_s, upsample r bilinearly to the photo's own size, add it and
 clamp. `--no-residual` upsamples the output itself instead; `--size 0` translates at full
-resolution. File names (and sub-folders) are kept.
+resolution. File names (and sub-folders) are kept. `--reference IMG` renders every photo in the style
+of one image, for methods that take one (Hierarchy Flow; otherwise the run's mean style of domain B).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def register(app: typer.Typer) -> None:
         residual: bool = typer.Option(None, "--residual/--no-residual", help="Add the upsampled change or upsample the "
                                       "output (default: the run's inference.residual)."),
         prefer: str = typer.Option("best", "--prefer", help="For a run folder: 'best' (validation-selected) or 'last'."),
+        reference: Path = typer.Option(None, "--reference", help="Style/reference image for methods that take one "
+                                       "(Hierarchy Flow); default: the run's mean style of domain B."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         skip_bad: bool = skip_option(),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
@@ -48,7 +51,7 @@ def register(app: typer.Typer) -> None:
         ctx.with_resource(trusting_pickles(trust_pickle))
 
         from taskbridge.checkpoint import CheckpointError
-        from taskbridge.data.io import list_images
+        from taskbridge.data.io import ImageReadError, list_images, read_image
         from taskbridge.engine.device import resolve_device
         from taskbridge.inference import load_inference_model
 
@@ -67,14 +70,26 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, CheckpointError, ValueError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
+        ref = None
+        if reference is not None:
+            if not getattr(model.method, "uses_reference", False):
+                typer.echo(f"error: --reference {reference}: {model.owns()['method']} translates without a reference image; "
+                           "drop --reference", err=True)
+                raise typer.Exit(2)
+            try:
+                ref = read_image(reference)[None].to(dev)
+            except (ImageReadError, OSError) as err:
+                typer.echo(f"error: --reference {reference}: {getattr(err, 'strerror', None) or err}", err=True)
+                raise typer.Exit(2) from err
         owns = model.owns()
         typer.echo(f"translator {owns.get('path')} (step {owns.get('step')}); {len(files)} images; "
                    f"working size {owns['working_size']}, residual {owns['residual']}"
                    + (f", restorer {owns['restorer']} inside" if owns["restorer"] else ""))
         skips = Skips(skip_bad)
         # 8-bit in and out: huge photos are translated in bands of rows (at the run's working size)
-        written = write_each(files, mapping, skips, lambda image: model.translate_uint8(image.to(dev)), "the model",
+        written = write_each(files, mapping, skips, lambda image: model.translate_uint8(image.to(dev), ref), "the model",
                              "translate")
         write_report(out_dir / "translate.json", {"command": "translate", "model": owns, "input": str(in_dir),
+                                                   "reference": None if reference is None else str(reference),
                                                    "written": written, "skipped": skips.items})
         typer.echo(f"wrote {len(written)} image(s) to {out_dir}{skips.summary()}")

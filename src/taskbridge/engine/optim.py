@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
 
 from taskbridge.config import ConfigError
 from taskbridge.run_config import ScheduleConfig, describe_errors
@@ -71,6 +71,7 @@ def build_scheduler(
     """Return (scheduler, interval). `total` = number of scheduler steps in the run (steps or epochs).
 
     * `constant`: fixed lr.
+    * `cosine`: from lr to eta_min (default 0) over the whole run (torch `CosineAnnealingLR`; Hierarchy Flow).
     * `cosine_warm_restarts`: T_0, T_mult, eta_min (torch `CosineAnnealingWarmRestarts`).
     * `linear_decay`: lr constant for `n_constant` intervals then linearly to `final` x lr over
       `n_decay` (CycleGAN's 100 + 100 epochs); defaults split `total` in half.
@@ -83,6 +84,8 @@ def build_scheduler(
     opts = spec.options()
     if spec.type == "constant":
         sched: LRScheduler = _Constant(optimizer)
+    elif spec.type == "cosine":
+        sched = CosineAnnealingLR(optimizer, T_max=max(1, int(total)), eta_min=float(opts.get("eta_min", 0.0)))
     elif spec.type == "cosine_warm_restarts":
         sched = CosineAnnealingWarmRestarts(optimizer, T_0=int(opts.get("T_0", 2000)), T_mult=int(opts.get("T_mult", 1)),
                                             eta_min=float(opts.get("eta_min", 0.0)))

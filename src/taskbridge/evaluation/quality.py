@@ -4,6 +4,8 @@ The degraded images are synthesised exactly as `evaluate_detection` / `evaluate_
 do (same reader, same `seed + index` / `seed + batch` seeding), so the scored images are the ones
 the task saw. PSNR and SSIM need the clean image and are only computed when `degrade` synthesised
 the degraded one; NIQE (no reference) is computed whenever an image is large enough for it.
+`ssim_input` is the SSIM of the task input to the degraded image it came from: content preservation
+of the image stages (1 for the plain input; Hierarchy Flow's reason to exist).
 Detection photos are scored at their native resolution, after the image stages and the 8-bit
 quantisation of the detection protocol (the image the detector's letterbox starts from);
 classification images at their native size, as the classifier sees them.
@@ -35,12 +37,14 @@ class _Scores:
         self.with_reference = with_reference
         self.psnr: list[float] = []
         self.ssim: list[float] = []
+        self.ssim_input: list[float] = []
         self.niqe: list[float] = []
         self.skipped: dict[str, int] = {}
         self.count = 0
 
-    def add(self, out: Tensor, clean: Tensor) -> None:
-        """Score a batch `out` [B, 3, H, W] (against `clean` when the reference is known)."""
+    def add(self, out: Tensor, clean: Tensor, source: Tensor | None = None) -> None:
+        """Score a batch `out` [B, 3, H, W] (against `clean` when the reference is known, and against the
+        degraded `source` it was made from)."""
         if out.shape != clean.shape:
             raise ValueError(
                 f"quality: the pipeline returned {tuple(out.shape)} for input {tuple(clean.shape)}; it must keep "
@@ -50,6 +54,8 @@ class _Scores:
         if self.with_reference:
             self.psnr += self.psnr_m(out, clean).tolist()
             self.ssim += self.ssim_m(out, clean).tolist()
+        if source is not None:
+            self.ssim_input += self.ssim_m(out, source.to(out.dtype)).tolist()
         h, w = out.shape[-2:]
         if min(h, w) < NIQE_MIN_SIZE:
             self._skip(f"smaller than NIQE's {NIQE_MIN_SIZE}x{NIQE_MIN_SIZE} pixel minimum", out.shape[0])
@@ -71,6 +77,7 @@ class _Scores:
         skipped = "; ".join(f"{n} image(s): {r}" for r, n in self.skipped.items()) or None
         return {
             "psnr": self._mean(self.psnr), "ssim": self._mean(self.ssim), "niqe": self._mean(self.niqe),
+            "ssim_input": self._mean(self.ssim_input),
             "num_images": self.count, "niqe_images": len(self.niqe), "niqe_skipped": skipped,
             "reference": REFERENCE if self.with_reference else None,
         }
@@ -125,7 +132,7 @@ def evaluate_quality(
         for b, s in enumerate(starts):  # type: ignore[arg-type]
             clean = dataset.images[s: min(s + batch_size, n)]
             x = run_degradation(degrade, clean, seed + b) if degrade is not None else clean
-            scores.add(_run(pipeline, x, dev), clean)
+            scores.add(_run(pipeline, x, dev), clean, x)
     elif isinstance(dataset, DetectionFolder):
         kind, resolution = "detection", "original resolution (detection)"
         n = len(dataset) if limit is None else min(len(dataset), limit)
@@ -142,8 +149,9 @@ def evaluate_quality(
                     raise
                 on_bad(str(dataset.items[i][0]), str(err))
                 continue
-            x = run_stages(pipeline, degrade_photo(degrade, clean, seed + i), dev)
-            scores.add(x[None].float().cpu(), clean[None])
+            source = degrade_photo(degrade, clean, seed + i)
+            x = run_stages(pipeline, source, dev)
+            scores.add(x[None].float().cpu(), clean[None], source[None].float().cpu())
     else:
         raise TypeError(
             f"evaluate_quality: expected a DetectionFolder or ClassificationArrays, got {type(dataset).__name__}"

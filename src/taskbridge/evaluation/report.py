@@ -41,12 +41,14 @@ def classification_table(results: dict[str, dict]) -> str:
 
 
 def quality_table(results: dict[str, dict]) -> str:
-    """One row per run: mean PSNR / SSIM (vs the clean image, n/a without --degrade) and NIQE of the task input."""
-    head = f"{'run':<32}{'PSNR':>9}{'SSIM':>9}{'NIQE':>9}{'images':>8}"
+    """One row per run: mean PSNR / SSIM (vs the clean image, n/a without --degrade), NIQE of the task input,
+    and SSIM to the degraded image it was made from (content preservation)."""
+    head = f"{'run':<32}{'PSNR':>9}{'SSIM':>9}{'NIQE':>9}{'SSIM-in':>9}{'images':>8}"
     lines, notes = [head, "-" * len(head)], []
     for name, r in results.items():
         q = r.get("quality") or r  # a whole run (with its "quality" entry) or the quality dict itself
-        lines.append(f"{name:<32}{_fmt(q['psnr']):>9}{_fmt(q['ssim']):>9}{_fmt(q['niqe']):>9}{q['num_images']:>8}")
+        lines.append(f"{name:<32}{_fmt(q['psnr']):>9}{_fmt(q['ssim']):>9}{_fmt(q['niqe']):>9}"
+                     f"{_fmt(q.get('ssim_input')):>9}{q['num_images']:>8}")
         if q.get("niqe_skipped"):
             notes.append(f"{name}: NIQE skipped for {q['niqe_skipped']}")
     return "\n".join(lines + notes)

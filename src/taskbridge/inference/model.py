@@ -96,11 +96,19 @@ class InferenceModel(nn.Module):
         x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
         return self.method.translate(x, **kwargs)[..., :h, :w].clamp(0, 1)
 
+    def _reference_kwargs(self, reference: Tensor | None) -> dict[str, Tensor]:
+        """The reference image at the working size (the scale the method saw style images at in training)."""
+        if reference is None:
+            return {}
+        if not getattr(self.method, "uses_reference", False):
+            raise ValueError(f"{self.owns()['method']} translates without a reference image; drop --reference")
+        if reference.dim() == 3:
+            reference = reference[None]
+        return {"reference": _resize(reference.float(), self.working_size) if self.working_size else reference.float()}
+
     @torch.no_grad()
     def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:
-        if reference is not None and not getattr(self.method, "uses_reference", False):
-            raise ValueError(f"{self.owns()['method']} translates without a reference image; drop --reference")
-        kwargs = {"reference": reference} if reference is not None else {}
+        kwargs = self._reference_kwargs(reference)
         if self.working_size is None:
             return self._any_size(images, **kwargs)
         full = tuple(images.shape[-2:])
@@ -123,7 +131,7 @@ class InferenceModel(nn.Module):
             rows = image[:, y0:y0 + band].float() / 255.0
             small += down_y[:, y0:y0 + band] @ rows @ down_x.T
         small = small[None]
-        kwargs = {"reference": reference} if reference is not None else {}
+        kwargs = self._reference_kwargs(reference)
         change = self._any_size(small, **kwargs)[0]
         if self.residual:
             change = change - small[0]

@@ -4,4 +4,4 @@ PLUGINS lists the modules imported lazily by the registry. Registered losses can
 (`LOSSES.create("gan", mode="lsgan")`); functional forms sit next to them for direct use.
 """
 
-PLUGINS: tuple[str, ...] = ("gan", "patchnce", "wpnce")
+PLUGINS: tuple[str, ...] = ("gan", "patchnce", "wpnce", "style_content")
