@@ -72,3 +72,19 @@ def test_yolov5n_backbone_taps_equal_the_detectors_own_features() -> None:
             feats.append(y)
     assert torch.allclose(p3, feats[4], atol=1e-5) and torch.allclose(p4, feats[6], atol=1e-5)
     assert p4.shape[-1] == 64 // 16 and all(not p.requires_grad for p in net.parameters())
+
+
+def test_vgg19_layout_is_torchvisions() -> None:
+    """Our VGG-19 up to relu4_1 takes torchvision's `features.N` weights strictly and computes the same."""
+    import torchvision
+
+    from taskbridge.features.vgg import IMAGENET_MEAN, IMAGENET_STD, _load_layers
+
+    tv = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"]).eval()
+    layers, taps = vgg_layers(VGG19, "relu4_1")
+    net = FeatureNet(layers, taps, IMAGENET_MEAN, IMAGENET_STD, "vgg19")
+    _load_layers(net, {f"features.{k}": v for k, v in tv.state_dict().items()}, {"features.": ""}, "test")
+    x = torch.rand(1, 3, 32, 32)
+    norm = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    with torch.no_grad():
+        assert torch.allclose(net(x, ["relu4_1"])[0], tv[:21](norm), atol=1e-5)
