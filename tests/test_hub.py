@@ -74,3 +74,22 @@ def test_hash_pinned_on_first_use_then_enforced(tmp_path, monkeypatch) -> None:
     (tmp_path / "pin.pt").write_bytes(b"second")
     with pytest.raises(hub.ChecksumError, match="pinned for 'pin-demo' when it was first used"):
         hub.resolve("pin-demo")
+
+
+def test_a_download_is_checked_before_it_enters_the_cache(tmp_path, monkeypatch) -> None:
+    from taskbridge import hub
+
+    monkeypatch.setenv("TASKBRIDGE_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TASKBRIDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hub.torch.hub, "download_url_to_file", lambda url, dst, progress=True: Path(dst).write_bytes(b"x"))
+    good = hashlib.sha256(b"x").hexdigest()
+    for sha, prefix, ok in (("0" * 64, "", False), ("", "ffffffff", False), (good, "", True), ("", good[:8], True)):
+        spec = hub.WeightSpec(name=f"dl-{sha[:4]}{prefix}", filename=f"dl-{sha[:4]}{prefix}.pt", sha256=sha,
+                              sha256_prefix=prefix, license="test", architecture="test", url="http://127.0.0.1/x")
+        monkeypatch.setitem(hub._SPECS, spec.name, spec)
+        if ok:
+            assert hub.resolve(spec.name).read_bytes() == b"x"
+        else:
+            with pytest.raises(hub.WeightsNotFoundError, match="Download from http://127.0.0.1/x failed: .*sha256"):
+                hub.resolve(spec.name)
+            assert not (hub.cache_dir() / spec.filename).exists() and not list(hub.cache_dir().glob("*.part"))

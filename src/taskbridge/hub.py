@@ -134,8 +134,7 @@ def resolve(name: str, *, download: bool = True, verify: bool = True) -> Path:
     target = cache_dir() / spec.filename
     if download and spec.url:
         try:
-            _download(spec.url, target, spec.sha256)
-            check_sha256(spec, target)
+            _download(spec, target)
             return target
         except (OSError, ChecksumError) as err:
             reason = f" Download from {spec.url} failed: {err}."
@@ -175,15 +174,14 @@ def check_sha256(spec: WeightSpec, path: Path) -> None:
         pins_path.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
 
 
-def _download(url: str, target: Path, sha256: str) -> None:
+def _download(spec: WeightSpec, target: Path) -> None:
+    """Download `spec.url` next to `target`; only a file that passes `check_sha256` becomes `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     os.close(fd)
     try:
-        torch.hub.download_url_to_file(url, tmp, progress=True)
-        got = sha256_of(Path(tmp))
-        if sha256 and got != sha256:
-            raise ChecksumError(f"downloaded file has sha256 {got}, expected {sha256}")
+        torch.hub.download_url_to_file(str(spec.url), tmp, progress=True)
+        check_sha256(spec, Path(tmp))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

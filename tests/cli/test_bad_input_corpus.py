@@ -115,6 +115,12 @@ def test_fit_then_translate_over_the_corpus(corpus: Path, before: dict, tmp_path
                tmp_path)
     err = _clean(proc)
     assert proc.returncode == 2 and "is the input folder" in err and len(err.strip().splitlines()) == 1
+    good = sorted(_good_images(corpus))[0]  # a reference given to a method that takes none: one line, nothing written
+    proc = run(["translate", "--ckpt", str(run_dir), "--in", str(corpus / "images"), "--out", str(tmp_path / "ref"),
+                "--reference", good], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 2 and "translates without a reference image; drop --reference" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "ref" / "translate.json").exists()
     assert _hashes(corpus) == before
 
 

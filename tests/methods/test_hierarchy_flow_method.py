@@ -92,3 +92,42 @@ def test_fit_five_steps_then_translate_with_and_without_reference(shared_data: P
     res = runner.invoke(app, ["translate", "--ckpt", str(run), "--in", str(a_dir), "--out", str(tmp_path / "x"),
                               "--reference", str(tmp_path / "missing.png")])
     assert res.exit_code == 2 and "missing.png" in res.output and "Traceback" not in res.output
+
+
+def test_bad_and_tiny_reference_images(shared_data: Path, tmp_path: Path) -> None:
+    """Every unreadable file of the bad-input corpus as --reference: one line naming it, exit 2, nothing written,
+    the file untouched; every readable one works, a 1x1 or 3-pixel-high one at native resolution too."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_bad_corpus", REPO / "scripts" / "make_bad_corpus.py")
+    corpus_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpus_mod)
+    corpus = corpus_mod.build_corpus(tmp_path / "corpus", shared_data / "dawn_fog" / "images" / "foggy-001.jpg",
+                                     size=(48, 40), large=64)
+    a_dir, _ = write_image_folders(shared_data, tmp_path / "data", size=40)
+    run = tmp_path / "run"
+    _ok(["fit", str(REPO / "recipes" / "hierarchy-flow.yaml"), f"data.root={tmp_path / 'data'}", "data.train_A=trainA",
+         "data.train_B=trainB", "data.resize=[36,36]", "data.size=32", "data.num_workers=0", "train.steps=1",
+         "train.ckpt_every=1", "train.image_every=0", "train.device=cpu", "-o", str(run)])
+    for name in corpus_mod.CORPUS_BAD_IMAGES:
+        bad = corpus / "images" / name
+        digest = hashlib.sha256(bad.read_bytes()).hexdigest()
+        out = tmp_path / f"out_{name}"
+        res = runner.invoke(app, ["translate", "--ckpt", str(run), "--in", str(a_dir), "--out", str(out),
+                                  "--reference", str(bad)])
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and "Traceback" not in res.output, (name, res.output)
+        assert lines[-1].startswith(f"error: --reference {bad}"), (name, res.output)
+        assert not any(out.rglob("*.png")) and hashlib.sha256(bad.read_bytes()).hexdigest() == digest
+    n_photos = len(list(a_dir.iterdir()))
+    good = sorted(set((corpus / "images").iterdir()) - {corpus / "images" / n for n in corpus_mod.CORPUS_BAD_IMAGES})
+    for ref in good:  # grey, 16-bit, RGBA, palette, CMYK, float, EXIF, 1x1, 3x20000 ...: at the working size
+        out = tmp_path / f"good_{good.index(ref)}"
+        _ok(["translate", "--ckpt", str(run), "--in", str(a_dir), "--out", str(out), "--reference", str(ref)])
+        assert len(list(out.glob("*.png"))) == n_photos, ref
+    for name in ("one_pixel.png", "thin_3x20000.png"):  # at native resolution: padded like a photo
+        out = tmp_path / f"native_{name}"
+        _ok(["translate", "--ckpt", str(run), "--in", str(a_dir), "--out", str(out), "--size", "0",
+             "--reference", str(corpus / "images" / name)])
+        assert len(list(out.glob("*.png"))) == n_photos, name

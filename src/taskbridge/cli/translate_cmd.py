@@ -71,14 +71,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
         ref = None
-        if reference is not None:
-            if not getattr(model.method, "uses_reference", False):
-                typer.echo(f"error: --reference {reference}: {model.owns()['method']} translates without a reference image; "
-                           "drop --reference", err=True)
-                raise typer.Exit(2)
+        if reference is not None:  # read and sized once, not per photo
             try:
-                ref = read_image(reference)[None].to(dev)
-            except (ImageReadError, OSError) as err:
+                ref = model.prepare_reference(read_image(reference).to(dev))
+            except (ImageReadError, OSError, ValueError) as err:
                 typer.echo(f"error: --reference {reference}: {getattr(err, 'strerror', None) or err}", err=True)
                 raise typer.Exit(2) from err
         owns = model.owns()

@@ -73,10 +73,13 @@ class FeatureNet(nn.Module):
     def train(self, mode: bool = True) -> FeatureNet:  # always frozen (no dropout/BN here anyway)
         return super().train(False)
 
-    def forward(self, images: Tensor, names: Sequence[str]) -> list[Tensor]:
+    def check_layers(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self.taps]
         if unknown:
             raise ValueError(f"feature network {self.name}: no layer {unknown}; known: {', '.join(self.taps)}")
+
+    def forward(self, images: Tensor, names: Sequence[str]) -> list[Tensor]:
+        self.check_layers(names)
         wanted = {self.taps[n]: n for n in names}
         out: dict[str, Tensor] = {}
         x = (images - self.mean) / self.std

@@ -87,24 +87,32 @@ class InferenceModel(nn.Module):
 
     describe = owns
 
-    def _any_size(self, images: Tensor, **kwargs: Any) -> Tensor:
-        """The method on any size: padded (edge pixels repeated) to the size its networks need, cropped back."""
+    def _fit(self, images: Tensor) -> Tensor:
+        """`images` padded (edge pixels repeated, bottom and right) to the size the method's networks need."""
         multiple = int(getattr(self.method, "size_multiple", 1))
         least = int(getattr(self.method, "min_size", 1))
         h, w = images.shape[-2:]
         ph, pw = (-max(h, least)) % multiple + max(0, least - h), (-max(w, least)) % multiple + max(0, least - w)
-        x = F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
-        return self.method.translate(x, **kwargs)[..., :h, :w].clamp(0, 1)
+        return F.pad(images, (0, pw, 0, ph), mode="replicate") if ph or pw else images
 
-    def _reference_kwargs(self, reference: Tensor | None) -> dict[str, Tensor]:
-        """The reference image at the working size (the scale the method saw style images at in training)."""
-        if reference is None:
-            return {}
+    def _any_size(self, images: Tensor, **kwargs: Any) -> Tensor:
+        """The method on any size: padded to the size its networks need, cropped back."""
+        h, w = images.shape[-2:]
+        return self.method.translate(self._fit(images), **kwargs)[..., :h, :w].clamp(0, 1)
+
+    def prepare_reference(self, reference: Tensor) -> Tensor:
+        """A reference (style) image [3, H, W] or [B, 3, H, W] as the method takes it: at the working size (the
+        scale style images had in training), or padded like a photo to the size the networks need.
+
+        A method without a use for a reference refuses it here, in one line.
+        """
         if not getattr(self.method, "uses_reference", False):
             raise ValueError(f"{self.owns()['method']} translates without a reference image; drop --reference")
-        if reference.dim() == 3:
-            reference = reference[None]
-        return {"reference": _resize(reference.float(), self.working_size) if self.working_size else reference.float()}
+        reference = (reference[None] if reference.dim() == 3 else reference).float()
+        return _resize(reference, self.working_size) if self.working_size else self._fit(reference)
+
+    def _reference_kwargs(self, reference: Tensor | None) -> dict[str, Tensor]:
+        return {} if reference is None else {"reference": self.prepare_reference(reference)}
 
     @torch.no_grad()
     def translate(self, images: Tensor, reference: Tensor | None = None) -> Tensor:

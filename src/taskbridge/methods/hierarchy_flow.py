@@ -58,11 +58,10 @@ class HierarchyFlowMethod(Method):
         self.features.requires_grad_(False)
         self.k, self.style_weight = float(k), float(style_weight)
         self.content_layer, self.style_layers = content_layer, list(style_layers)
-        self.features(torch.zeros(1, 3, 16, 16), [content_layer, *self.style_layers])  # unknown layer names fail here
+        self.features.check_layers([content_layer, *self.style_layers])  # unknown layer names fail here
         self.clamp_output, self.momentum = bool(clamp_output), float(style_momentum)
         self.min_size = int(getattr(self.net, "min_size", 1))
-        style_dim = self.net.style_code(torch.zeros(1, 3, 16, 16)).shape[1]
-        self.register_buffer("style_mean", torch.zeros(style_dim))
+        self.register_buffer("style_mean", torch.zeros(self.net.style_dim))
         self.register_buffer("style_seen", torch.zeros((), dtype=torch.long))
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -138,6 +138,7 @@ class HierarchyFlow(nn.Module):
                 raise ValueError(f"unknown Hierarchy Flow variant '{variant}'; known: {', '.join(VARIANTS)}")
             expansions = VARIANTS[variant]
         self.expansions = tuple(int(e) for e in expansions)
+        self.style_dim = int(style_dim)
         self.pad_size = int(pad_size)
         self.min_size = self.pad_size + 1  # reflection padding needs sides longer than the pad
         channels = [in_channels]
