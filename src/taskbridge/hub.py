@@ -282,3 +282,27 @@ register_weights(
         notes="The feature network of AdaIN and Hierarchy Flow's losses (features: {type: vgg19}).",
     )
 )
+register_weights(
+    WeightSpec(
+        name="retinaface-mobilenet0.25",
+        filename="mobilenet0.25_Final.pth",
+        subdir="retinaface_weights",
+        sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
+        license="MIT",
+        architecture="RetinaFace, MobileNet-0.25 backbone, 5 landmarks (WIDER FACE), biubug6 key layout",
+        url=f"{_GH}/biubug6/Face-Detector-1MB-with-landmark/raw/2b07565/weights/mobilenet0.25_Final.pth",
+        notes="The face detector of the gfpgan restorer (faces/retinaface.py).",
+    )
+)
+for _version, _release in (("1.3", "v1.3.0"), ("1.4", "v0.0.0")):
+    register_weights(
+        WeightSpec(
+            name=f"gfpgan-v{_version}",
+            filename=f"GFPGANv{_version}.pth",
+            sha256="",
+            license="Apache-2.0 (TencentARC/GFPGAN; see its LICENSE for the StyleGAN2 parts)",
+            architecture=f"GFP-GAN v{_version} (GFPGANv1Clean, 512 px, channel multiplier 2), 'params_ema'",
+            url=f"{_GH}/TencentARC/GFPGAN/releases/download/{_release}/GFPGANv{_version}.pth",
+            notes="About 350 MB; no published sha256: the hash is pinned on first use (docs/weights.md).",
+        )
+    )

@@ -122,10 +122,11 @@ LOSSES = Registry("loss", "taskbridge.losses")
 METHODS = Registry("method", "taskbridge.methods")
 METRICS = Registry("metric", "taskbridge.metrics")
 FEATURES = Registry("feature", "taskbridge.features")
+FACE_DETECTORS = Registry("face-detector", "taskbridge.faces")
 
 FAMILIES: dict[str, Registry] = {
     r.family: r for r in (DEGRADATIONS, RESTORERS, TASKS, TRANSLATORS, DISCRIMINATORS, LOSSES, METHODS, METRICS,
-                                   FEATURES)
+                                   FEATURES, FACE_DETECTORS)
 }
 
 

@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "evaluate_cmd",
     "fit_cmd",
     "translate_cmd",
+    "faces_cmd",
 )
 
 
