@@ -4,4 +4,4 @@ PLUGINS lists the modules imported lazily by the registry. `image_pool` is the h
 CycleGAN's discriminator trains on (not registered: a buffer, not a network).
 """
 
-PLUGINS: tuple[str, ...] = ("patchgan",)
+PLUGINS: tuple[str, ...] = ("patchgan", "stylegan2", "facial_component")

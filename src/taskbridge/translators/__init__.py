@@ -1,3 +1,3 @@
 """translators family. PLUGINS lists the modules imported lazily by the registry."""
 
-PLUGINS: tuple[str, ...] = ("vat", "resnet_generator", "hierarchy_flow")
+PLUGINS: tuple[str, ...] = ("vat", "resnet_generator", "hierarchy_flow", "gfpgan")
