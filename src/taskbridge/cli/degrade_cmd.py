@@ -96,7 +96,7 @@ def degrade_folder(
 def register(app: typer.Typer) -> None:
     @app.command("degrade")
     def degrade_cmd(
-        kind: str = typer.Option(..., "--kind", help="Registered degradation: haze or lowlight (see `taskbridge list degradation`)."),
+        kind: str = typer.Option(..., "--kind", help="Registered degradation: haze, lowlight or face (see `taskbridge list degradation`)."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of clean images (searched recursively)."),
         out_dir: Path = typer.Option(..., "--out", help="Output folder (not inside --in); relative paths are kept."),
         seed: int = typer.Option(0, "--seed", help="Run seed; each image is seeded from it and its relative path."),

@@ -20,33 +20,37 @@ from torch import Tensor, nn
 from taskbridge.hub import WeightsNotFoundError, load_state, sha256_of
 from taskbridge.registry import FEATURES
 
-VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M")
+VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 STLPIPS_SHA256 = "44597da68f49c1837c100ff52299050f274d102eb102e5837178c79be6f0e250"
 
 
 class BlurPool(nn.Module):
-    """3x3 binomial blur with stride 2 after reflection padding (anti-aliased downsampling)."""
+    """3x3 binomial blur with stride 2 after reflection padding (anti-aliased downsampling).
 
-    def __init__(self, channels: int) -> None:
+    `pad=2` is the wheel's own `Downsample(pad_more=True)`, which ST-LPIPS uses: one more row and
+    column out (33x33 instead of 32x32 from 64x64), sampled on a grid shifted by one pixel."""
+
+    def __init__(self, channels: int, pad: int = 1) -> None:
         super().__init__()
         k = torch.tensor([1.0, 2.0, 1.0])
         self.register_buffer("filt", (k[:, None] * k[None, :] / 16).expand(channels, 1, 3, 3).clone())
-        self.pad = nn.ReflectionPad2d(1)
+        self.pad = nn.ReflectionPad2d(pad)
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.conv2d(self.pad(x), self.filt, stride=2, groups=x.shape[1])
 
 
-def vgg_layers(cfg: Sequence[int | str], last: str, antialias: bool = False) -> tuple[nn.Sequential, dict[str, int]]:
+def vgg_layers(cfg: Sequence[int | str], last: str, antialias: bool = False,
+               blur_pad: int = 1) -> tuple[nn.Sequential, dict[str, int]]:
     """VGG conv/ReLU/pool layers up to ReLU `last` (e.g. 'relu4_1'), and each ReLU's name -> layer index."""
     layers: list[nn.Module] = []
     taps: dict[str, int] = {}
     channels, stage, conv = 3, 1, 0
     for v in cfg:
         if v == "M":
-            layers += [nn.MaxPool2d(2, 1), BlurPool(channels)] if antialias else [nn.MaxPool2d(2, 2)]
+            layers += [nn.MaxPool2d(2, 1), BlurPool(channels, blur_pad)] if antialias else [nn.MaxPool2d(2, 2)]
             stage, conv = stage + 1, 0
             continue
         conv += 1
@@ -128,13 +132,18 @@ def stlpips_weights_path() -> Path:
 
 
 @FEATURES.register("vgg16-shift-tolerant")
-def vgg16_shift_tolerant(last: str = "relu4_1") -> FeatureNet:
-    """VGG-16 with anti-aliased pooling from the ST-LPIPS wheel (offline; not the paper's VGG-19)."""
+def vgg16_shift_tolerant(last: str = "relu4_1", blur_pad: int = 1) -> FeatureNet:
+    """VGG-16 with anti-aliased pooling from the ST-LPIPS wheel (offline; not the paper's VGG-19).
+
+    Reaches up to relu5_3. `blur_pad=2` reproduces the wheel's network exactly (as ST-LPIPS needs);
+    the default 1 keeps the layout the style/content losses were built with."""
+    if blur_pad not in (1, 2):
+        raise ValueError(f"vgg16-shift-tolerant: blur_pad must be 1 (default) or 2 (the wheel's own), got {blur_pad}")
     path = stlpips_weights_path()
     if sha256_of(path) != STLPIPS_SHA256:
         raise ValueError(f"{path}: not the stlpips-pytorch 0.0.2 VGG weights (sha256 differs); reinstall the wheel")
     state = load_state(path)
-    layers, taps = vgg_layers(VGG16, last, antialias=True)
+    layers, taps = vgg_layers(VGG16, last, antialias=True, blur_pad=blur_pad)
     # LPIPS maps [0, 1] -> [-1, 1] then (x - shift) / scale: the same as (x - (1 + shift) / 2) / (scale / 2)
     shift, scale = state["scaling_layer.shift"].flatten(), state["scaling_layer.scale"].flatten()
     net = FeatureNet(layers, taps, (1 + shift) / 2, scale / 2, "vgg16-shift-tolerant")

@@ -1,4 +1,4 @@
-"""Image-quality metrics as small objects: PSNR, SSIM (full-reference), NIQE (no-reference), LPIPS.
+"""Image-quality metrics as small objects: PSNR, SSIM (full-reference), NIQE (no-reference), LPIPS, ST-LPIPS.
 
 Each metric is called as `metric(pred, ref=None) -> [B]` per-image scores on NCHW [0, 1] RGB
 images and declares `lower_better`, `needs_reference` and its `settings()`, so a number can be
@@ -184,3 +184,59 @@ class LPIPS(QualityMetric):
         assert ref is not None
         self.model.to(pred.device)
         return self.model(pred, ref, normalize=True).flatten()
+
+
+STLPIPS_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+
+
+def unit_channels(feat: Tensor, eps: float = 1e-10) -> Tensor:
+    """LPIPS' per-pixel unit normalisation over channels (eps added to the norm, as LPIPS does)."""
+    return feat / (feat.pow(2).sum(1, keepdim=True).sqrt() + eps)
+
+
+@METRICS.register("stlpips")
+class STLPIPS(QualityMetric):
+    """Shift-tolerant LPIPS (Ghildyal & Liu, ECCV 2022), VGG variant; lower is better. Offline.
+
+    Needs the stlpips-pytorch wheel (taskbridge's `[features]` extra, part of `[dev]`): its backbone
+    (our `vgg16-shift-tolerant` with the wheel's blur padding) and lin heads are read from the
+    wheel's file, nothing is downloaded. This is NOT the AlexNet LPIPS most papers report: numbers
+    are comparable only with ST-LPIPS (vgg, shift_tolerant) itself. Like the package with
+    `normalize=True`: [0, 1] -> [-1, 1], scaling layer, 5 taps unit-normalised over channels, squared
+    difference, lin 1x1 conv, spatial mean, sum over taps. The 'shift_tolerant' variant changes only
+    the backbone (stride-1 max-pool + reflect-padded blur-pool); the distance is plain LPIPS.
+    """
+
+    name = "stlpips"
+    lower_better = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        from taskbridge.features.vgg import stlpips_weights_path, vgg16_shift_tolerant
+
+        self.net = vgg16_shift_tolerant(last=STLPIPS_TAPS[-1], blur_pad=2)
+        self.weights = stlpips_weights_path()
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        heads = [state[f"lin{i}.model.1.weight"].float() for i in range(len(STLPIPS_TAPS))]
+        for i, w in enumerate(heads):
+            self.register_buffer(f"lin{i}", w, persistent=False)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "net": "vgg16 shift-tolerant (stlpips-pytorch 0.0.2, variant shift_tolerant)",
+            "weights": str(self.weights),
+            "layers": list(STLPIPS_TAPS),
+            "input": "[0,1] mapped to [-1,1], then LPIPS v0.1 scaling layer",
+            "spatial": "mean",
+        }
+
+    def score(self, pred: Tensor, ref: Tensor | None) -> Tensor:
+        assert ref is not None
+        self.to(pred.device)
+        feats = self.net(torch.cat([pred, ref]), STLPIPS_TAPS)  # one pass for both images
+        total = pred.new_zeros(pred.shape[0])
+        for i, f in enumerate(feats):
+            a, b = unit_channels(f).chunk(2)
+            d = nn.functional.conv2d((a - b).pow(2), getattr(self, f"lin{i}"))
+            total = total + d.mean((1, 2, 3))
+        return total
