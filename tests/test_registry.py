@@ -40,12 +40,13 @@ def test_check_kwargs_allows_var_keyword() -> None:
 def test_every_family_lists_without_error() -> None:
     """Every plugin module of every family imports (all extras are installed where the tests run): a plugin
     that fails to import would silently drop its entries from `taskbridge list`, so it fails here."""
-    expected = {"degradation": {"haze", "lowlight"}, "restorer": {"identity", "dcp", "aodnet", "sci-medium"},
+    expected = {"degradation": {"haze", "lowlight", "face"}, "restorer": {"identity", "dcp", "aodnet", "sci-medium", "gfpgan"},
                 "task": {"yolov5n", "cifar-resnet20", "clip-zero-shot", "torchvision-detector"},
-                "translator": {"vat", "resnet-generator", "hierarchy-flow"}, "discriminator": {"patchgan"},
-                "loss": {"gan", "patchnce", "dwfc", "aligned-style", "adain-content"},
-                "method": {"vat", "cyclegan", "cut", "fastcut", "odcr", "hierarchy-flow"},
-                "metric": {"voc-ap", "psnr", "niqe"}, "feature": {"vgg19", "vgg16-shift-tolerant"}}
+                "translator": {"vat", "resnet-generator", "hierarchy-flow", "gfpgan-clean"}, "discriminator": {"patchgan", "stylegan2", "facial-component"},
+                "loss": {"gan", "patchnce", "dwfc", "aligned-style", "adain-content", "perceptual", "identity"},
+                "method": {"vat", "cyclegan", "cut", "fastcut", "odcr", "hierarchy-flow", "gfpgan"},
+                "metric": {"voc-ap", "psnr", "niqe", "stlpips"}, "feature": {"vgg19", "vgg16-shift-tolerant"},
+                "face-detector": {"retinaface", "mtcnn"}}
     assert set(FAMILIES) == set(expected)
     for family, reg in FAMILIES.items():
         names = reg.names()

@@ -46,7 +46,7 @@ def test_every_shipped_recipe_validates_and_fragments_are_not_recipes() -> None:
         if rel.startswith("splits/") or rel in fragments:
             continue
         cfg = to_dict(load_recipe(path))
-        if rel in ("unpaired-generic.yaml", "hierarchy-flow.yaml", "hierarchy-flow-paper.yaml"):  # the user names the folders
+        if rel in ("unpaired-generic.yaml", "hierarchy-flow.yaml", "hierarchy-flow-paper.yaml", "gfpgan.yaml"):  # the user names the folders
             with pytest.raises(ConfigError, match=r"data.train_A: missing: a folder.*data.train_B: missing"):
                 RunConfig.from_dict(cfg, rel)
             continue
@@ -78,3 +78,9 @@ def test_method_section_options_are_typed_when_built() -> None:
         Trainer.from_recipe(SMOKE, ["method.generator.ngf=abc"])
     with pytest.raises(ConfigError, match=r"^method \(cyclegan\): lambda_A: must be >= 0 \(got -1\)$"):
         Trainer.from_recipe(SMOKE, ["method.lambda_A=-1"])
+
+
+def test_null_drops_an_optimizer_group_a_recipe_set() -> None:
+    run = _load("optim.D=null")
+    assert set(run.optim) == {"G"}
+    assert set(_load().optim) == {"G", "D"}

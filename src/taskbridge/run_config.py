@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from taskbridge.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Unit
+from taskbridge.bounds import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Unit
 from taskbridge.config import ConfigError
 
 Size = PositiveInt | tuple[PositiveInt, PositiveInt]
@@ -162,7 +162,7 @@ def parse_data(section: Mapping[str, Any]) -> FoldersData | CifarData:
 class ScheduleConfig(_Strict):
     """`schedule:` (run-wide) or `optim.<group>.schedule` (one group)."""
 
-    type: Literal["constant", "cosine", "cosine_warm_restarts", "linear_decay"] = "constant"
+    type: Literal["constant", "cosine", "cosine_warm_restarts", "linear_decay", "multistep"] = "constant"
     interval: Literal["step", "epoch"] = "step"
     T_0: PositiveInt | None = None  # cosine_warm_restarts (default 2000)
     T_mult: PositiveInt | None = None  # cosine_warm_restarts (default 1)
@@ -170,12 +170,14 @@ class ScheduleConfig(_Strict):
     n_constant: NonNegativeInt | None = None  # linear_decay (default: half the run)
     n_decay: NonNegativeInt | None = None  # linear_decay (default: the other half)
     final: Unit | None = None  # linear_decay: last factor (default 0)
+    milestones: list[PositiveInt] | None = None  # multistep: steps (or epochs) where lr is multiplied by gamma
+    gamma: PositiveFloat | None = None  # multistep (default 0.5, GFP-GAN's)
 
     @model_validator(mode="after")
     def _applicable(self) -> ScheduleConfig:
         own = {"cosine": {"eta_min"}, "cosine_warm_restarts": {"T_0", "T_mult", "eta_min"}, "linear_decay": {"n_constant", "n_decay", "final"},
-               "constant": set()}[self.type]
-        foreign = sorted(k for k in ("T_0", "T_mult", "eta_min", "n_constant", "n_decay", "final")
+               "multistep": {"milestones", "gamma"}, "constant": set()}[self.type]
+        foreign = sorted(k for k in ("T_0", "T_mult", "eta_min", "n_constant", "n_decay", "final", "milestones", "gamma")
                          if getattr(self, k) is not None and k not in own)
         if foreign:
             raise ValueError(f"{', '.join(foreign)} do(es) not apply to a '{self.type}' schedule")
@@ -300,6 +302,8 @@ class RunConfig(_Strict):
         if isinstance(doc.get("data"), Mapping):  # in data, null means "not set" (a setting can unset a parent's key)
             doc["data"] = {k: v for k, v in doc["data"].items() if v is not None}
             doc["data"].setdefault("source", "folders")
+        if isinstance(doc.get("optim"), Mapping):  # optim.<group>: null drops a group a base recipe set
+            doc["optim"] = {k: v for k, v in doc["optim"].items() if v is not None}
         if doc.get("val") is None or (isinstance(doc["val"], Mapping) and doc["val"].get("type") is None):
             doc["val"] = {**dict(doc.get("val") or {}), "type": "none"}
         try:

@@ -13,8 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -127,11 +131,14 @@ def write_each(files: Sequence[Path], mapping: dict[Path, Path], skips: Skips, a
     8-bit photos keep huge inputs at a quarter of the memory of floats. An unreadable input, or one
     `apply` fails on (e.g. out of memory), goes to `skips` in one line naming it (`what` failed ...).
     """
+    import inspect
+
     import torch
     from tqdm import tqdm
 
     from taskbridge.data.io import ImageReadError, read_image, save_image
 
+    takes_path = len(inspect.signature(apply).parameters) > 1  # apply(image) or apply(image, input path)
     written: dict[str, str] = {}
     for path in tqdm(files, desc=desc, unit="img"):
         try:
@@ -141,13 +148,24 @@ def write_each(files: Sequence[Path], mapping: dict[Path, Path], skips: Skips, a
             continue
         try:
             with torch.no_grad():
-                out = apply(image)
+                out = apply(image, path) if takes_path else apply(image)
         except (RuntimeError, ValueError) as err:
             skips.bad(path, f"{path}: {what} failed on its {image.shape[-1]}x{image.shape[-2]} pixels "
                             f"({str(err).splitlines()[0]})")
             continue
         written[str(path)] = str(save_image(out.cpu(), mapping[path]))
     return written
+
+
+def side_by_side(before: Tensor, after: Tensor, gap: int = 8) -> Tensor:
+    """8-bit [3, H, W] before | after on one white-separated strip (before resized to after's height)."""
+    import torch
+    import torch.nn.functional as F
+
+    if before.shape[-2:] != after.shape[-2:]:
+        before = F.interpolate(before[None].float(), size=after.shape[-2:], mode="nearest")[0].to(after.dtype)
+    sep = torch.full((3, after.shape[-2], gap), 255, dtype=after.dtype)
+    return torch.cat([before.to(after.dtype), sep, after], dim=-1)
 
 
 def write_report(path: Path, report: dict) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -13,10 +13,14 @@ from taskbridge.cli.outputs import (
     output_paths,
     prepare_output_folder,
     refuse_existing,
+    side_by_side,
     skip_option,
     write_each,
     write_report,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -46,9 +50,11 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
         tile: int = typer.Option(1024, "--tile", min=64, help="Photos larger than this (pixels per side) are restored "
                                  "in tiles of it, with enough overlap that the result equals the untiled one."),
+        pictures: bool = typer.Option(False, "--side-by-side", help="Also write before | after pictures (JPEG) "
+                                      "under OUT/side_by_side/, same relative paths."),
     ) -> None:
         """Restore every image under --in with a frozen restorer and write the results under --out (+ restore.json)."""
-        from taskbridge.data.io import list_images
+        from taskbridge.data.io import list_images, save_image
         from taskbridge.inference.tiling import restore_uint8
         from taskbridge.registry import RESTORERS
 
@@ -61,13 +67,22 @@ def register(app: typer.Typer) -> None:
             model = RESTORERS.create(restorer, **options).to(device)
         except (TypeError, ValueError) as err:
             raise typer.BadParameter(f"--restorer {restorer}: {err}") from None
+        sides = output_paths(files, src, dst / "side_by_side", "jpg") if pictures else {}
+        refuse_existing(list(sides.values()), dst, overwrite)
         skips = Skips(skip_bad)
-        # in tiles for large photos: memory stays bounded, the result equals the untiled one
-        written = write_each(files, mapping, skips, lambda image: restore_uint8(model, image.to(device), tile=tile),
-                             f"restorer '{restorer}'", f"restore [{restorer}]")
+
+        def apply(image: Tensor, path: Path) -> Tensor:
+            # in tiles for large photos: memory stays bounded, the result equals the untiled one
+            out = restore_uint8(model, image.to(device), tile=tile)
+            if pictures:
+                save_image(side_by_side(image, out.cpu()), sides[path])
+            return out
+
+        written = write_each(files, mapping, skips, apply, f"restorer '{restorer}'", f"restore [{restorer}]")
         renamed = [str(t) for f, t in mapping.items() if t.stem != f.stem]
         write_report(dst / "restore.json", {"command": "restore", "restorer": restorer, "options": options,
-                                             "input": str(src), "written": written, "renamed": renamed,
+                                             "input": str(src), "written": written,
+                                             "side_by_side": {str(k): str(v) for k, v in sides.items()}, "renamed": renamed,
                                              "skipped": skips.items})
         note = f"; {len(renamed)} renamed to keep same-stem files apart" if renamed else ""
         typer.echo(f"restored {len(written)} image(s) with '{restorer}' into {dst}{note}{skips.summary()}")

@@ -15,7 +15,13 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    LambdaLR,
+    LRScheduler,
+    MultiStepLR,
+)
 
 from taskbridge.config import ConfigError
 from taskbridge.run_config import ScheduleConfig, describe_errors
@@ -73,6 +79,7 @@ def build_scheduler(
     * `constant`: fixed lr.
     * `cosine`: from lr to eta_min (default 0) over the whole run (torch `CosineAnnealingLR`; Hierarchy Flow).
     * `cosine_warm_restarts`: T_0, T_mult, eta_min (torch `CosineAnnealingWarmRestarts`).
+    * `multistep`: lr x `gamma` (default 0.5) at each of `milestones` (torch `MultiStepLR`; GFP-GAN).
     * `linear_decay`: lr constant for `n_constant` intervals then linearly to `final` x lr over
       `n_decay` (CycleGAN's 100 + 100 epochs); defaults split `total` in half.
     """
@@ -89,6 +96,11 @@ def build_scheduler(
     elif spec.type == "cosine_warm_restarts":
         sched = CosineAnnealingWarmRestarts(optimizer, T_0=int(opts.get("T_0", 2000)), T_mult=int(opts.get("T_mult", 1)),
                                             eta_min=float(opts.get("eta_min", 0.0)))
+    elif spec.type == "multistep":
+        if not opts.get("milestones"):
+            raise ConfigError(f"{where}: schedule multistep needs milestones, e.g. [600000, 700000]")
+        sched = MultiStepLR(optimizer, milestones=[int(m) for m in opts["milestones"]],
+                            gamma=float(opts.get("gamma", 0.5)))
     else:  # linear_decay
         n_constant = int(opts.get("n_constant", total // 2))
         n_decay = int(opts.get("n_decay", max(0, total - n_constant)))

@@ -56,7 +56,7 @@ def tiled(restorer: nn.Module, image: Tensor, tile: int = TILE, context_pixels: 
     context = _context(restorer, image, context_pixels)
     if margin is None or (h <= tile and w <= tile):
         result = finish(restorer(to_float(image), **context))
-        if out is None:
+        if out is None or out.shape != result.shape:  # e.g. a face restorer that upscales the photo
             return result
         out.copy_(result)
         return out

@@ -1,3 +1,3 @@
 """restorers family. PLUGINS lists the modules imported lazily by the registry."""
 
-PLUGINS: tuple[str, ...] = ("identity", "dcp", "aodnet", "sci")
+PLUGINS: tuple[str, ...] = ("identity", "dcp", "aodnet", "sci", "gfpgan")
