@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from taskbridge.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_FROM = "dawn_fog/images"  # the photos standing in for an input folder
+SAMPLE_FROM = "faces_fairface/images"  # the photos standing in for an input folder (448 px: real, and quick)
 
 
 def _blocks(text: str) -> Iterator[str]:

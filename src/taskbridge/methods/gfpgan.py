@@ -152,7 +152,8 @@ class GFPGANMethod(Method):
 
     # ------------------------------------------------------------------ engine contract
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {"G": list(self.net.parameters()), "D": list(self.discriminator.parameters())}
+        trainable = [p for p in self.net.parameters() if p.requires_grad]  # not the unused, frozen mapping MLP
+        groups = {"G": trainable, "D": list(self.discriminator.parameters())}
         if len(self.components):
             groups["components"] = list(self.components.parameters())
         return groups
