@@ -29,31 +29,35 @@ def flush_denormals(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_prefixed(module: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
-    """`load_state_dict(strict=True)` with an error that names the weights and the mismatching keys;
-    subnormal weights are flushed to zero on the way (`flush_denormals`)."""
-    state = flush_denormals(state)
-    missing, unexpected = [], []
-    try:
-        result = module.load_state_dict(dict(state), strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    except RuntimeError as err:  # shape mismatch
-        raise RuntimeError(f"{where}: weights do not fit the architecture ({err})") from err
-    if missing or unexpected:
-        raise RuntimeError(
-            f"{where}: weights do not fit the architecture; missing keys {missing[:8]}, unexpected keys "
-            f"{unexpected[:8]}. Is this the right checkpoint?"
-        )
+def load_prefixed(module: nn.Module, state: Mapping[str, Tensor], where: str, flush: bool = True) -> None:
+    """`load_state_dict(strict=True)`, refused first (nothing loaded) in one line naming `where` and every
+    misfit key: missing, unexpected, wrong shape. With `flush`, subnormal weights are set to zero on the
+    way (`flush_denormals`)."""
+    if flush:
+        state = flush_denormals(state)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{name} ({len(keys)}): {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+                 for name, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shape mismatches (file vs model)", shapes)) if keys]
+        raise RuntimeError(f"{where}: weights do not fit {type(module).__name__}; " + "; ".join(parts)
+                           + ". Is this the right checkpoint?")
+    module.load_state_dict(dict(state), strict=True)
 
 
-def unwrap_state(state: object, where: str) -> dict[str, Tensor]:
-    """Accept a plain state dict or the common `{'state_dict': ...}` / `{'model': ...}` wrappers."""
+def unwrap_state(state: object, where: str, keys: tuple[str, ...] = ("state_dict", "model", "params")) -> dict[str, Tensor]:
+    """A plain state dict, or the first of the wrapper `keys` that holds one; a DDP `module.` prefix is dropped."""
     if isinstance(state, Mapping):
-        for key in ("state_dict", "model", "params"):
+        for key in keys:
             inner = state.get(key)
             if isinstance(inner, Mapping):
                 state = inner
                 break
         if all(isinstance(v, Tensor) for v in state.values()):
             return {str(k).removeprefix("module."): v for k, v in state.items()}
-    raise RuntimeError(f"{where}: expected a state dict of tensors, got {type(state).__name__}")
+    raise RuntimeError(f"{where}: expected a state dict of tensors (or one under {'/'.join(repr(k) for k in keys)}), "
+                       f"got {type(state).__name__}")

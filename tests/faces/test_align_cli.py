@@ -20,7 +20,7 @@ def test_align_faces_writes_aligned_crops_and_landmarks(tmp_path: Path, shared_d
     names = [f"fairface_000{i}.jpg" for i in range(1, 5)]
     for name in names:
         (src / name).write_bytes((shared_data / "faces_fairface" / "images" / name).read_bytes())
-    (src / "black.png").write_bytes((tmp_path / "x").write_bytes(b"") or b"")  # unreadable: skipped, named
+    (src / "empty.png").write_bytes(b"")  # unreadable: skipped, named
     out = tmp_path / "aligned"
     result = CliRunner().invoke(app, ["align-faces", "--in", str(src), "--out", str(out), "--size", "64",
                                       "--split", "train=0.5,test=0.5", "--seed", "3"])

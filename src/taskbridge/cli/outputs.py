@@ -126,19 +126,17 @@ def skip_option(default: bool = True):  # noqa: ANN201 - a typer option
 
 def write_each(files: Sequence[Path], mapping: dict[Path, Path], skips: Skips, apply: Callable, what: str,
                desc: str) -> dict[str, str]:
-    """Each input read as 8 bits, `apply`-ed, saved to its mapped output: {input: output} of those written.
+    """Each input read as 8 bits, `apply(image, input path)`-ed, saved to its mapped output: {input: output}
+    of those written.
 
     8-bit photos keep huge inputs at a quarter of the memory of floats. An unreadable input, or one
     `apply` fails on (e.g. out of memory), goes to `skips` in one line naming it (`what` failed ...).
     """
-    import inspect
-
     import torch
     from tqdm import tqdm
 
     from taskbridge.data.io import ImageReadError, read_image, save_image
 
-    takes_path = len(inspect.signature(apply).parameters) > 1  # apply(image) or apply(image, input path)
     written: dict[str, str] = {}
     for path in tqdm(files, desc=desc, unit="img"):
         try:
@@ -148,7 +146,7 @@ def write_each(files: Sequence[Path], mapping: dict[Path, Path], skips: Skips, a
             continue
         try:
             with torch.no_grad():
-                out = apply(image, path) if takes_path else apply(image)
+                out = apply(image, path)
         except (RuntimeError, ValueError) as err:
             skips.bad(path, f"{path}: {what} failed on its {image.shape[-1]}x{image.shape[-2]} pixels "
                             f"({str(err).splitlines()[0]})")

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
                    + (f", restorer {owns['restorer']} inside" if owns["restorer"] else ""))
         skips = Skips(skip_bad)
         # 8-bit in and out: huge photos are translated in bands of rows (at the run's working size)
-        written = write_each(files, mapping, skips, lambda image: model.translate_uint8(image.to(dev), ref), "the model",
+        written = write_each(files, mapping, skips, lambda image, _path: model.translate_uint8(image.to(dev), ref), "the model",
                              "translate")
         write_report(out_dir / "translate.json", {"command": "translate", "model": owns, "input": str(in_dir),
                                                    "reference": None if reference is None else str(reference),

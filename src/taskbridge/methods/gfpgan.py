@@ -206,8 +206,9 @@ class GFPGANMethod(Method):
         return {part: roi_align(images, boxes[part], output_size=max(16, 4 * round(CROP_AT_512[part] * ratio / 4)),
                                 aligned=True) for part in self.components}
 
-    def generator_losses(self, out: Tensor, rgbs: list[Tensor], gt: Tensor, step: int) -> dict[str, Tensor]:
-        """Every G term (images in [-1, 1]); `total` is their weighted sum."""
+    def generator_losses(self, out: Tensor, rgbs: list[Tensor], gt: Tensor, step: int,
+                         fake_crops: dict[str, Tensor], real_crops: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every G term (images in [-1, 1]; the component crops of `out` and `gt`); `total` is their weighted sum."""
         unit_out, unit_gt = (out + 1) / 2, (gt + 1) / 2
         terms: dict[str, Tensor] = {"l1": self.l1_weight * F.l1_loss(out, gt)}
         if self.pyramid_weight > 0 and step < self.pyramid_until:
@@ -220,7 +221,6 @@ class GFPGANMethod(Method):
         with frozen(self.discriminator):
             terms["gan"] = self.gan_weight * F.softplus(-self.discriminator(out)).mean()
         if len(self.components):
-            fake_crops, real_crops = self.crops(out), self.crops(gt)
             gan, comp_style = out.new_zeros(()), out.new_zeros(())
             for part, disc in self.components.items():
                 with frozen(disc):
@@ -238,24 +238,26 @@ class GFPGANMethod(Method):
         return terms
 
     def discriminator_loss(self, fake: Tensor, real: Tensor, step: int) -> dict[str, Tensor]:
-        """Softplus loss; every `r1_every` steps + the R1 penalty on reals, scaled by the interval."""
+        """Softplus loss; every `r1_every` steps + the R1 penalty on reals, scaled by the interval
+        (on those steps the reals carry a gradient, so one D pass over them serves both terms)."""
+        r1_step = self.r1_weight > 0 and step % self.r1_every == 0
+        if r1_step:
+            real = real.detach().requires_grad_(True)
         real_pred = self.discriminator(real)
         loss = F.softplus(-real_pred).mean() + F.softplus(self.discriminator(fake)).mean()
         out = {"gan": loss.detach()}
-        if self.r1_weight > 0 and step % self.r1_every == 0:
-            real = real.detach().requires_grad_(True)
-            pred = self.discriminator(real)
-            r1 = r1_penalty(pred, real)
-            loss = loss + self.r1_weight / 2 * r1 * self.r1_every + 0 * pred[0].sum()
+        if r1_step:
+            r1 = r1_penalty(real_pred, real)
+            loss = loss + self.r1_weight / 2 * r1 * self.r1_every
             out["r1"] = r1.detach()
         out["total"] = loss
         return out
 
-    def component_loss(self, fake: Tensor, real: Tensor) -> Tensor:
-        fake_crops, real_crops = self.crops(fake), self.crops(real)
-        total = fake.new_zeros(())
+    def component_loss(self, fake_crops: dict[str, Tensor], real_crops: dict[str, Tensor]) -> Tensor:
+        """Vanilla GAN loss of each component discriminator on detached crops."""
+        total = next(iter(real_crops.values())).new_zeros(())
         for part, disc in self.components.items():
-            real_score, fake_score = disc(real_crops[part]), disc(fake_crops[part])
+            real_score, fake_score = disc(real_crops[part]), disc(fake_crops[part].detach())
             total = total + F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
         return total
 
@@ -264,13 +266,14 @@ class GFPGANMethod(Method):
         gt = clean * 2 - 1
         lq = self.degrade(clean) * 2 - 1
         out, rgbs = self.net(lq)
-        g = self.generator_losses(out, rgbs, gt, step)
+        fake_crops, real_crops = self.crops(out), self.crops(gt)  # empty without component discriminators
+        g = self.generator_losses(out, rgbs, gt, step, fake_crops, real_crops)
         d = self.discriminator_loss(out.detach(), gt, step)
         result = {"loss/G": g.pop("total"), "loss/D": d.pop("total")}
         result.update({f"G/{k}": v.detach() for k, v in g.items()})
         result.update({f"D/{k}": v for k, v in d.items()})
         if len(self.components):
-            result["loss/components"] = self.component_loss(out.detach(), gt)
+            result["loss/components"] = self.component_loss(fake_crops, real_crops)
         return result
 
     # ------------------------------------------------------------------ inference

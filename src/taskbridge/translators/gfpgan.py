@@ -23,7 +23,6 @@ is the method's choice (`requires_grad_`), and a decoder is loaded as part of a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from taskbridge import hub
 from taskbridge.bounds import PositiveFloat, PositiveInt
 from taskbridge.modules.stylegan2 import StyleGAN2Generator, log2_size, stylegan2_channels
 from taskbridge.registry import TRANSLATORS
+from taskbridge.state_dicts import load_prefixed, unwrap_state
 
 
 class ResBlock(nn.Module):
@@ -174,40 +174,11 @@ class GFPGANClean(nn.Module):
         return self.stylegan_decoder(latent, conditions, randomize_noise=noise), rgbs
 
 
-def select_params(checkpoint: object, where: str) -> dict[str, Tensor]:
-    """The state dict inside a GFP-GAN checkpoint: `params_ema` (what the releases and `GFPGANer`
-    use), else `params`, else the checkpoint itself; a DDP `module.` prefix is dropped."""
-    state = checkpoint
-    if isinstance(state, Mapping):
-        for key in ("params_ema", "params"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise RuntimeError(f"{where}: expected a state dict of tensors (or one under 'params_ema'/'params'), "
-                           f"got {type(state).__name__}")
-    return {str(k).removeprefix("module."): v for k, v in state.items()}
-
-
-def load_strict(model: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
-    """`load_state_dict(strict=True)`, refused first in one line naming `where` and every misfit key."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = [f"{name} ({len(keys)}): {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
-                 for name, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("shape mismatches (file vs model)", shapes)) if keys]
-        raise RuntimeError(f"{where}: weights do not fit {type(model).__name__}; " + "; ".join(parts))
-    model.load_state_dict(dict(state), strict=True)
-
-
 def load_gfpgan_state(model: nn.Module, name_or_path: str | Path) -> None:
     """Load GFP-GAN weights (hub name or file) into `model` strictly, safely (weights_only)."""
     path = Path(name_or_path)
     if not path.is_file() and str(name_or_path) in hub.weight_names():
         path = hub.resolve(str(name_or_path))  # so the messages name the file, not only the hub name
     where = f"GFP-GAN weights {path}"
-    load_strict(model, select_params(hub.load_state(path), where), where)
+    # `params_ema` first: what the releases and the reference's inference use; values loaded unchanged
+    load_prefixed(model, unwrap_state(hub.load_state(path), where, keys=("params_ema", "params")), where, flush=False)
