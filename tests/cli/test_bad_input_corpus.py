@@ -68,11 +68,20 @@ def _good_images(corpus: Path) -> set[str]:
     return {str(p) for p in (corpus / "images").iterdir()} - _bad_images(corpus)
 
 
-@pytest.mark.parametrize("command", ["restore", "degrade"])
-def test_writing_commands_skip_and_name_bad_images(command: str, corpus: Path, before: dict, tmp_path: Path) -> None:
+WRITING = {
+    "restore": ["restore", "-r", "aodnet"],
+    "degrade": ["degrade", "--kind", "haze"],
+    # the face pipeline (detector on every photo, random small network; side-by-side pictures too)
+    "restore-gfpgan": ["restore", "-r", "gfpgan", "-s", "weights=None", "-s", "out_size=128", "-s", "narrow=0.25",
+                       "--side-by-side"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITING))
+def test_writing_commands_skip_and_name_bad_images(name: str, corpus: Path, before: dict, tmp_path: Path) -> None:
+    command = WRITING[name][0]
     out = tmp_path / "out"
-    args = (["restore", "-r", "aodnet"] if command == "restore" else ["degrade", "--kind", "haze"])
-    proc = run([*args, "--in", str(corpus / "images"), "--out", str(out)], tmp_path)
+    proc = run([*WRITING[name], "--in", str(corpus / "images"), "--out", str(out)], tmp_path)
     err = _clean(proc)
     assert proc.returncode == 0, err[-3000:]
     report = json.loads((out / f"{command}.json").read_text())
@@ -82,9 +91,24 @@ def test_writing_commands_skip_and_name_bad_images(command: str, corpus: Path, b
         assert sum(name in line for line in err.splitlines() if line.startswith("skipped: ")) == 1, name
     written = report["written"] if command == "restore" else {v["source"] for v in report["images"].values()}
     assert len(written) == len(_good_images(corpus))  # same-stem files both written, under distinct names
-    outputs = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]
+    outputs = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and "side_by_side" not in p.parts]
     assert len(outputs) == len(_good_images(corpus))
     assert _hashes(corpus) == before  # inputs untouched
+
+
+def test_align_faces_skips_and_names_bad_images(corpus: Path, before: dict, tmp_path: Path) -> None:
+    out = tmp_path / "aligned"
+    proc = run(["align-faces", "--in", str(corpus / "images"), "--out", str(out), "--size", "64"], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((out / "faces.json").read_text())
+    skipped = {s["file"] if os.path.isabs(s["file"]) else str(corpus / "images" / s["file"]) for s in report["skipped"]}
+    assert skipped == _bad_images(corpus)
+    for name in CORPUS.CORPUS_BAD_IMAGES:
+        assert sum(name in line for line in err.splitlines() if line.startswith("skipped: ")) == 1, name
+    seen = {r["source"] for r in report["faces"].values()} | set(report["no_face"])
+    assert seen == _good_images(corpus)  # every readable photo: aligned, or listed as without a face
+    assert _hashes(corpus) == before
 
 
 def test_fit_then_translate_over_the_corpus(corpus: Path, before: dict, tmp_path: Path) -> None:
