@@ -1,4 +1,7 @@
-"""`taskbridge fit RECIPE [key=value ...] [--resume auto|PATH] [--device cpu|cuda]`."""
+"""`taskbridge fit RECIPE [key=value ...] [--resume auto|PATH] [--device cpu|cuda]`.
+
+Data-parallel: `torchrun --nproc_per_node N -m taskbridge fit RECIPE ...` (`engine.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -40,22 +43,31 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, FileNotFoundError, CheckpointError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
-        typer.echo(trainer.summary())
-        try:
-            result = trainer.fit(resume=resume, until=until, force=force)
-        except ConfigError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
-        except (NonFiniteLossError, CheckpointError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from err
-        typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted", "resumed_from",
-                                                      "skipped")}, indent=1))
-        if report and trainer.validation is not None and not result.get("interrupted"):
-            from taskbridge.engine.report import compare_on_validation, format_table
+        from taskbridge.engine import distributed
 
-            rows = compare_on_validation(trainer)
-            split = trainer.validation.split or "validation"
-            table = format_table(rows, title=f"before / after on the {split} split (selection split, not test):")
-            typer.echo(table)
-            (trainer.output_dir / "report.json").write_text(json.dumps(rows, indent=1))
+        main = trainer.dist.is_main  # under torchrun every rank runs this; rank 0 speaks
+        try:
+            if main:
+                typer.echo(trainer.summary())
+            try:
+                result = trainer.fit(resume=resume, until=until, force=force)
+            except ConfigError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from err
+            except (NonFiniteLossError, CheckpointError) as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(1) from err
+            if not main:
+                return
+            typer.echo(json.dumps({k: result[k] for k in ("step", "output_dir", "last", "best", "best_value", "interrupted",
+                                                          "resumed_from", "skipped")}, indent=1))
+            if report and trainer.validation is not None and not result.get("interrupted"):
+                from taskbridge.engine.report import compare_on_validation, format_table
+
+                rows = compare_on_validation(trainer)
+                split = trainer.validation.split or "validation"
+                table = format_table(rows, title=f"before / after on the {split} split (selection split, not test):")
+                typer.echo(table)
+                (trainer.output_dir / "report.json").write_text(json.dumps(rows, indent=1))
+        finally:
+            distributed.close(trainer.dist)

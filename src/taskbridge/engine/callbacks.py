@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from taskbridge.callbacks import Callback
+from taskbridge.engine.seed import isolated_rng
 
 Validator = Callable[[nn.Module | None, int], Mapping[str, float]]
 
@@ -50,7 +51,7 @@ class ImageGrids(Callback):
         if not self.every or not (run.step % self.every == 0 or run.step == 1):
             return
         run.method.eval()
-        with torch.no_grad():
+        with torch.no_grad(), isolated_rng(run.device):
             vis = run.method.visuals(batch)
         run.method.train()
         if vis:
@@ -83,7 +84,7 @@ class Validation(Callback):
     def validate(self, run: Any, step: int) -> bool:
         """Log the validation metrics; True when `metric` improved on the best so far."""
         run.method.eval()
-        with torch.no_grad():
+        with torch.no_grad(), isolated_rng(run.device):
             metrics = {k: float(v) for k, v in dict(self.validator(self.model_factory(run.method), step)).items()}
         run.method.train()
         run.log_scalars({f"val/{k}": v for k, v in metrics.items()}, kind="val")

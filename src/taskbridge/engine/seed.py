@@ -7,6 +7,7 @@ others, which is what the checkpoint writer stores (tensors in safetensors, the 
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -57,6 +58,13 @@ def restore_rng(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([t.to(torch.uint8).cpu() for t in cuda])
+
+
+def isolated_rng(device: torch.device | None = None) -> contextlib.AbstractContextManager[None]:
+    """Random draws inside leave the run's streams untouched: work only rank 0 does (building the validator,
+    validating, drawing image grids) must not shift its RNG away from the other ranks'."""
+    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
 
 
 def worker_init_fn(worker_id: int) -> None:

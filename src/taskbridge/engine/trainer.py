@@ -8,6 +8,9 @@ best-checkpoint selection on the validation split (`engine.callbacks`); then the
 checkpoint. Around it: AMP on CUDA (`engine.device`), a NaN/inf guard, and exact resume of model,
 optimizers, schedulers, scaler, every RNG, the method's and the callbacks' state and the data
 position (`engine.state`).
+Under `torchrun` every rank runs this loop on its share of each global batch and the gradients of each
+group are averaged over the ranks before its optimizer step (`engine.distributed`); rank 0 alone logs,
+validates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from taskbridge import checkpoint as ckpt
 from taskbridge.callbacks import Callback
 from taskbridge.config import ConfigError
 from taskbridge.data.unpaired import SKIP_LOG, EpochDataset, skipped_files
+from taskbridge.engine import distributed
 from taskbridge.engine import state as run_state
 from taskbridge.engine.callbacks import ImageGrids, ScalarLog, Validation, Validator
 from taskbridge.engine.device import amp_dtype, resolve_device, to_device
 from taskbridge.engine.logging import RunLogger
 from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec
 from taskbridge.engine.sampler import EpochBatchSampler
-from taskbridge.engine.seed import capture_rng, derive_seed, seed_everything, worker_init_fn
+from taskbridge.engine.seed import capture_rng, derive_seed, isolated_rng, seed_everything, worker_init_fn
 from taskbridge.run_config import RunConfig
 
 __all__ = ["NonFiniteLossError", "Trainer", "resolve_device"]
@@ -93,18 +97,23 @@ class Trainer:
         self.spec = self.cfg.train
         self.name, self.seed = self.cfg.name, self.cfg.seed
         self.device = resolve_device(self.spec.device)
+        self.dist = distributed.from_environment(self.device)
+        self.device = distributed.rank_device(self.device, self.dist)
         self.output_dir = Path(output_dir or self.cfg.output_dir or Path("runs") / self.name)
         self.cfg.output_dir = str(self.output_dir)  # what checkpoints record is what ran
         self.ckpt_root = self.output_dir / "checkpoints"
         if overwrite:  # before the data plan, which would otherwise reuse the old run's split files
-            self._remove_previous_run()
+            with self.dist.main_first():
+                if self.dist.is_main:
+                    self._remove_previous_run()
 
         seed_everything(self.seed, self.spec.deterministic)
         if method is None:
             from taskbridge.inference.load import build_method
 
             method = build_method(self.cfg.to_dict())
-        self.method = method.to(self.device)
+        self.method = distributed.sync_batchnorm(method, self.device, self.dist).to(self.device)
+        distributed.broadcast_module(self.method, self.dist)
         self.groups = self._groups()
 
         self.data_plan = None
@@ -113,23 +122,28 @@ class Trainer:
                 raise ConfigError("recipe: no 'data' section (or pass train_data=)")
             from taskbridge.engine.data import plan_data
 
-            self.data_plan = plan_data(self.cfg.data, seed=self.seed, output_dir=self.output_dir)
+            with self.dist.main_first():  # rank 0 writes the split files the others then read
+                self.data_plan = plan_data(self.cfg.data, seed=self.seed, output_dir=self.output_dir)
             train_data, collate_fn = self.data_plan.train, self.data_plan.collate
         self.train_data = train_data if isinstance(train_data, EpochDataset) else _Plain(train_data)
         self.collate_fn = collate_fn
         data = self.cfg.data
-        self.batch_size = data.batch_size if data is not None else 1
+        self.batch_size = data.batch_size if data is not None else 1  # the global batch, over all ranks
+        self.local_batch_size = distributed.local_batch_size(self.batch_size, self.dist)
         self.num_workers = data.num_workers if data is not None else 0
         shuffle = data.shuffle if data is not None else True
         self.sampler = EpochBatchSampler(len(self.train_data), self.batch_size, shuffle=shuffle, seed=self.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.total_steps = int(self.spec.steps if self.spec.steps is not None else self.spec.epochs * self.steps_per_epoch)
 
-        self.validation = self._validation(validator)
+        with isolated_rng(self.device):  # built by rank 0 only: the ranks' random streams must stay equal
+            self.validation = self._validation(validator) if self.dist.is_main else None
         self._build_optim()
         self.amp_dtype = amp_dtype(self.spec.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.callbacks: list[Callback] = [*self.method.callbacks(), ScalarLog(), ImageGrids(self.spec.image_every)]
+        self.callbacks: list[Callback] = list(self.method.callbacks())
+        if self.dist.is_main:  # the other ranks hold the same weights: logs, grids and checkpoints come from rank 0
+            self.callbacks += [ScalarLog(), ImageGrids(self.spec.image_every)]
         if self.validation is not None:
             self.callbacks.append(self.validation)
         names = [cb.name for cb in self.callbacks]
@@ -252,6 +266,7 @@ class Trainer:
             "metrics": self.last_metrics,
             "best": {"metric": v.metric if v else None, "mode": v.mode if v else "max", "value": self.best_value},
             "nan_skips": self.nan_skips,
+            "world_size": self.dist.world_size,
             "torch": torch.__version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **extra,
@@ -261,6 +276,8 @@ class Trainer:
         """Write `checkpoints/<name>` (default `step_XXXXXXX`, which also moves the LAST pointer)."""
         periodic = name is None
         name = name or ckpt.step_dir_name(self.step)
+        if not self.dist.is_main:  # every rank holds the same weights; rank 0 writes them
+            return self.ckpt_root / name
         path = ckpt.save_checkpoint(self.ckpt_root / name, self.method, state or self.state(), self.meta(**extra))
         if periodic:
             ckpt.write_last_pointer(self.ckpt_root, name)
@@ -340,6 +357,9 @@ class Trainer:
         sizes = f" ({self.data_plan.info})" if self.data_plan is not None else ""
         lines.append(f"train data: {len(self.train_data)} items{sizes}, batch {self.batch_size}, "
                      f"{self.steps_per_epoch} batches/epoch, {self.total_steps} steps")
+        if self.dist.enabled:
+            lines.append(f"distributed: {self.dist.world_size} processes ({'nccl' if self.device.type == 'cuda' else 'gloo'}), "
+                         f"{self.local_batch_size} images per process and step")
         v = self.validation
         lines.append(f"validation: {'none' if v is None else v.metric or 'metrics only'}")
         extra = [cb.name for cb in self.method.callbacks()]
@@ -352,7 +372,7 @@ class Trainer:
         self.train_data.set_epoch(epoch)
         return DataLoader(
             self.train_data,
-            batch_sampler=self.sampler,
+            batch_sampler=distributed.ShardedBatches(self.sampler, self.dist) if self.dist.enabled else self.sampler,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             worker_init_fn=worker_init_fn,
@@ -376,18 +396,19 @@ class Trainer:
             self._refuse_mixing_runs()
         resumed_from = self.load(resume, force) if resume is not None else None
         stop_at = self.total_steps if until is None else min(int(until), self.total_steps)
-        if resumed_from is not None:  # rows logged after the checkpoint belong to a future this run replays
+        main = self.dist.is_main
+        if resumed_from is not None and main:  # rows logged after the checkpoint belong to a future this run replays
             _truncate_log(self.output_dir / "metrics.jsonl", self.step)
-        self.logger = RunLogger(self.output_dir, tensorboard=self.spec.tensorboard)
+        self.logger = RunLogger(self.output_dir, tensorboard=self.spec.tensorboard) if main else None
         self.train_data.skip_log = self.output_dir / SKIP_LOG
-        if resumed_from is not None:
+        if resumed_from is not None and self.logger is not None:
             self.logger.text("resume", f"resumed from {resumed_from} at step {self.step}", self.step)
         old_handlers = self._install_stop_handlers()
         bar = None
         try:
             for cb in self.callbacks:
                 cb.on_fit_start(self)
-            if self.spec.progress:
+            if self.spec.progress and main:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=stop_at, initial=self.step, desc=self.name, unit="step", dynamic_ncols=True)
@@ -411,7 +432,9 @@ class Trainer:
                 bar.close()
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
+        self.dist.barrier()  # rank 0 has written the last checkpoint before any rank moves on
         return {
             "step": self.step,
             "output_dir": str(self.output_dir),
@@ -462,13 +485,16 @@ class Trainer:
         if missing:
             raise KeyError(f"{type(self.method).__name__}.training_step returned no {', '.join(missing)} (keys: {', '.join(out)})")
         bad = [k for k, v in out.items() if k.startswith("loss/") and isinstance(v, Tensor) and not bool(torch.isfinite(v.detach()).all())]
-        if bad:
-            self._non_finite(step, bad, out, rng_before)
+        if distributed.any_rank(bool(bad), self.dist, self.device):  # every rank skips (or stops) together
+            self._non_finite(step, bad or ["a loss on another rank"], out, rng_before)
         else:
             self.nan_skips = 0
             self._update(out)
-            self._out = out
+            self._out = {**out, **distributed.mean_scalars(
+                {k: v for k, v in out.items() if k.startswith("loss/") and isinstance(v, Tensor) and v.numel() == 1}, self.dist)}
         self.step = step + 1
+        if self.dist.enabled:  # a stop signal reaches the ranks at different steps: stop all at the same one
+            self._stop_requested = distributed.any_rank(self._stop_requested, self.dist, self.device)
         if self.step % self.steps_per_epoch == 0:
             for g, s in self.schedulers.items():
                 if self.intervals[g] == "epoch":
@@ -484,6 +510,7 @@ class Trainer:
             opt = self.optimizers[g]
             if loss.requires_grad:
                 self.scaler.scale(loss.float()).backward(retain_graph=i < n - 1)
+                distributed.average_gradients(params, self.dist)
                 if self.spec.grad_clip:
                     self.scaler.unscale_(opt)
                     norm = torch.nn.utils.clip_grad_norm_(params, float(self.spec.grad_clip))
@@ -496,7 +523,7 @@ class Trainer:
         self.scaler.update()
 
     def _non_finite(self, step: int, bad: list[str], out: Mapping[str, Any], rng_before: dict[str, Any]) -> None:
-        values = ", ".join(f"{k}={float(out[k].detach().float().mean()):g}" for k in bad)
+        values = ", ".join(f"{k}={float(out[k].detach().float().mean()):g}" if k in out else k for k in bad)
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
         if self.spec.on_nan == "skip" and self.nan_skips < self.spec.max_nan_skips:
