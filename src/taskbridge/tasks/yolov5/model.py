@@ -41,6 +41,18 @@ class Detect(nn.Module):
         return out
 
 
+def run_graph(layers: nn.Sequential, save: Sequence[int], x: Tensor) -> Any:
+    """Run layers that carry `f` (input index or indices, -1 = previous) and `i`, keeping only saved outputs."""
+    ys: list[Tensor | None] = []
+    for m in layers:
+        f = m.f
+        if f != -1:
+            x = ys[f] if isinstance(f, int) else [x if j == -1 else ys[j] for j in f]  # type: ignore[assignment]
+        x = m(x)
+        ys.append(x if m.i in save else None)
+    return x
+
+
 def make_divisible(x: float, divisor: int = 8) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
@@ -123,14 +135,7 @@ class YOLOv5Model(nn.Module):
         return layers, sorted(set(save))
 
     def _forward_features(self, x: Tensor) -> list[Tensor]:
-        ys: list[Tensor | None] = []
-        for m in self.model:
-            f = m.f
-            if f != -1:
-                x = ys[f] if isinstance(f, int) else [x if j == -1 else ys[j] for j in f]  # type: ignore[assignment]
-            x = m(x)
-            ys.append(x if m.i in self.save else None)
-        return x  # type: ignore[return-value]
+        return run_graph(self.model, self.save, x)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Raw per-level head outputs (bs, na, ny, nx, 5 + nc), pre-sigmoid."""

@@ -15,6 +15,7 @@ from ...registry import TASKS
 from ..base import Detections, DetectionTargets, DetectionTask
 from ..nms import non_max_suppression
 from .decode import decode
+from .fast import FusedYOLOv5
 from .loss import YOLOv5Loss, YOLOv5LossConfig
 from .model import build_yolov5
 
@@ -23,12 +24,15 @@ class YOLOv5Task(DetectionTask):
     """Frozen YOLOv5 (native implementation); BN always uses its running statistics.
 
     Conv and BN stay unfused, so `raw()` is the same function in train and eval mode and gradients
-    reach the input image through frozen weights.
+    reach the input image through frozen weights. `predict()` instead runs a folded inference copy
+    (`fast_model()`), built lazily per (device, dtype) and kept outside the module tree.
     """
 
     def __init__(self, weights: str | os.PathLike[str] = "yolov5n-coco",
                  hyp: dict[str, Any] | None = None) -> None:
         super().__init__()
+        # A plain dict attribute: not a submodule, so the fused copy stays out of state_dict()/parameters().
+        self._fast: dict[tuple[torch.device, torch.dtype], FusedYOLOv5] = {}
         state = hub.load_state(weights)
         if not isinstance(state, dict):
             raise TypeError(f"YOLOv5 weights '{weights}' must be a dict with state_dict/yaml/names, "
@@ -39,6 +43,29 @@ class YOLOv5Task(DetectionTask):
         self.stride = int(det.stride.max())
         self.loss_config = YOLOv5LossConfig().updated(**(hyp or {}))
         self.freeze()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> YOLOv5Task:
+        """`.to()`, `.double()`, `.cuda()`... replace the weights: the fused copy is rebuilt on next use."""
+        self._fast.clear()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        """New weights (also when loaded through a parent module) make the fused copy stale."""
+        self._fast.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def fast_model(self) -> FusedYOLOv5:
+        """Conv+BN-folded inference copy of `self.model` in its current device and dtype.
+
+        Cached; rebuilt after `.to()`/dtype moves and `load_state_dict()`. In-place edits of the
+        (frozen) weights are not seen by a copy already built.
+        """
+        w = self.model.detect.m[0].weight
+        key = (w.device, w.dtype)
+        if key not in self._fast:
+            self._fast.clear()
+            self._fast[key] = FusedYOLOv5(self.model)
+        return self._fast[key]
 
     @property
     def strides(self) -> Tensor:
@@ -68,10 +95,11 @@ class YOLOv5Task(DetectionTask):
 
     def predict(self, images: Tensor, conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300,
                 multi_label: bool = False, return_features: bool = False) -> list[Detections]:
+        """Detections from the fused inference copy (equal to `candidates()` + NMS within float rounding)."""
+        self._check(images)
         with torch.no_grad():
-            pred, raw = self.candidates(images)
-        return non_max_suppression(pred, raw if return_features else None, conf_thres, iou_thres, max_det,
-                                   multi_label)
+            pred, raw = self.fast_model()(images, return_raw=return_features)
+        return non_max_suppression(pred, raw, conf_thres, iou_thres, max_det, multi_label)
 
     def loss(self, raw: Sequence[Tensor], targets: DetectionTargets,
              background_weight: float | Sequence[float] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
