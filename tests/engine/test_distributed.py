@@ -38,12 +38,11 @@ CASES: dict[str, tuple[Path, list[str], int]] = {
     "vat": (R / "lowlight-cls-vat.yaml", ["data.batch_size=8"], 8),
 }
 STEPS = 2
-#: methods whose gradient on a batch is not the mean of their per-image gradients (measured in float64 on
-#: these tiny networks: CUT/FastCUT 0.3 % and ODCR 147 % relative difference, coupling that enters at the
-#: ResNet-block taps of PatchNCE; GFP-GAN 8 %, the StyleGAN2 discriminator's minibatch standard deviation).
-#: Data parallelism averages per-rank gradients, so for these only the identity of the ranks and (but for
-#: GFP-GAN, whose discriminator output itself depends on the batch) the forward can be compared.
-NOT_SEPARABLE = {"cut", "fastcut", "odcr", "gfpgan"}
+#: a method whose batch gradient is not the mean of its images' gradients: GFP-GAN's StyleGAN2 discriminator
+#: takes the minibatch standard deviation (as the reference does), so N processes differ from 1 there in the
+#: forward already; only the identity of its ranks is compared. (CUT, FastCUT and ODCR were on this list until
+#: the PyTorch instance-norm gradient fault was guarded, see modules.layers.InstanceNorm2d.)
+NOT_SEPARABLE = {"gfpgan"}
 
 
 def config(shared_data: Path, case: str, out: Path, steps: int = STEPS) -> dict:
@@ -105,7 +104,7 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(case: str, ddp_
     init = {n: p.detach().clone() for n, p in one.method.named_parameters() if p.requires_grad}
     one.fit()
     for k, v in first_train_row(tmp_path).items():  # the forward: what rank 0 logs is the global batch's mean
-        if k.startswith("loss/") and case != "gfpgan":
+        if k.startswith("loss/") and case not in NOT_SEPARABLE:
             assert first_train_row(ddp_runs / case)[k] == pytest.approx(v, rel=1e-5, abs=1e-7), f"{case}: {k} at step 1"
     if case in NOT_SEPARABLE:
         return

@@ -34,8 +34,8 @@ def sample_locations(feat: Tensor, num_patches: int, generator: torch.Generator 
 
 def gather_patches(feat: Tensor, ids: Tensor | None) -> Tensor:
     """[B, C, H, W] -> [B, S, C] at flat locations `ids` (all H*W locations if None)."""
-    flat = feat.flatten(2).transpose(1, 2)  # B, HW, C
-    return flat if ids is None else flat[:, ids, :]
+    flat = feat.flatten(2)  # B, C, HW: indexing the last axis keeps the gradient in contiguous memory
+    return (flat if ids is None else flat[:, :, ids]).transpose(1, 2)
 
 
 class PatchProjector(nn.Module):

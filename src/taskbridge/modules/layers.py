@@ -45,10 +45,27 @@ class BlurUpsample2d(nn.Module):
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """`nn.InstanceNorm2d` that receives its output gradient in contiguous memory.
+
+    PyTorch 2.14.1 on CPU returns a wrong input gradient from instance norm when the batch holds one
+    image and the output gradient arrives channels-last, which is what indexing patches out of a
+    [B, H*W, C] view (PatchNCE) produces: CUT, FastCUT and ODCR at their published batch size 1 got
+    wrong generator gradients (tests/modules/test_instance_norm_grad.py shows the PyTorch behaviour).
+    Same parameters, buffers and outputs as the PyTorch layer.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        if out.requires_grad:  # fires with the gradient of this output, also when a later op works in place
+            out.register_hook(Tensor.contiguous)
+        return out
+
+
 def make_norm(norm: str, channels: int) -> nn.Module:
     """'instance' = InstanceNorm without affine or running stats (CycleGAN/CUT), 'batch', or 'none'."""
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm2d(channels, affine=False, track_running_stats=False)
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "none":

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from taskbridge.bounds import PositiveInt
 from taskbridge.modules.adain import adain_affine
+from taskbridge.modules.layers import InstanceNorm2d
 from taskbridge.registry import TRANSLATORS
 
 #: expansion rates of the paper's variants (Sec. 4.1); channels grow 3 -> 3n_1 -> 3n_1n_2 ...
@@ -42,8 +43,8 @@ def affine_net(channels: int, out_channels: int) -> nn.Sequential:
     """Conv3x3 C->2C, IN, ReLU, Conv3x3 2C->2C, IN, ReLU, Conv3x3 2C->nC, ReLU (so a >= 0)."""
     mid = 2 * channels
     return nn.Sequential(
-        nn.Conv2d(channels, mid, 3, padding=1), nn.InstanceNorm2d(mid), nn.ReLU(inplace=True),
-        nn.Conv2d(mid, mid, 3, padding=1), nn.InstanceNorm2d(mid), nn.ReLU(inplace=True),
+        nn.Conv2d(channels, mid, 3, padding=1), InstanceNorm2d(mid), nn.ReLU(inplace=True),
+        nn.Conv2d(mid, mid, 3, padding=1), InstanceNorm2d(mid), nn.ReLU(inplace=True),
         nn.Conv2d(mid, out_channels, 3, padding=1), nn.ReLU(inplace=True),
     )
 
