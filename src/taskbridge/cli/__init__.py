@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "fit_cmd",
     "translate_cmd",
     "faces_cmd",
+    "bench_cmd",
 )
 
 
