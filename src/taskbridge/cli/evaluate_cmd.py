@@ -109,6 +109,10 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of an earlier evaluation in --out."),
         skip_bad: bool = skip_option(),
         device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+        workers: int = typer.Option(None, min=0, help="Processes reading (and, for a row without stages, "
+                                    "letterboxing) detection photos ahead of the model; default min(2, CPUs - 1). "
+                                    "The model then leaves their cores free (fewer torch threads, which can move "
+                                    "scores in their last bits); 0 = all in the main process, as before."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
         """Evaluate a frozen task on degraded data, optionally behind restorers and a trained translator."""
@@ -199,7 +203,7 @@ def register(app: typer.Typer) -> None:
                 res = evaluate_detection(model, dataset, pipe, img_size, conf, iou, cmap, True, max_det=max_det,
                                          multi_label=multi_label, letterbox_mode=letterbox, resize=resize, degrade=deg,
                                          seed=seed, voc_11_point=eleven_point, device=device, limit=limit,
-                                         on_bad=skips.bad)
+                                         on_bad=skips.bad, num_workers=workers)
             res["settings"]["data"] = str(data)
             res["settings"]["limit"] = limit
             if quality:

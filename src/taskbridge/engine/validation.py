@@ -74,7 +74,9 @@ def build_validator(val: DetectionValidation | ClassificationValidation, plan: D
             opts["seed"] = val.seed
 
         def validate_detection(pipeline: nn.Module | None, step: int) -> dict[str, float]:
-            res = evaluation.evaluate_detection(task, dataset, pipeline, progress=False, device=device, **opts)
+            # in-process reading: no forked readers (nor changed thread counts) inside a training run
+            res = evaluation.evaluate_detection(task, dataset, pipeline, progress=False, device=device,
+                                                **{"num_workers": 0, **opts})
             return _scalars(res)
 
         return validate_detection

@@ -178,14 +178,39 @@ def restrict_to_subset(dataset: DetectionFolder | ClassificationArrays, spec: st
 BadInput = Callable[[str, str], None]
 
 
+@dataclass
+class BadItem:
+    """An image or label file that could not be read: `error` goes to `on_bad` (or is raised) where the
+    photo's turn comes, so a reader in a worker process reports it instead of stopping the evaluation."""
+
+    path: str
+    error: Exception
+
+
+def read_item(dataset: Sequence[DetectionSample], i: int) -> DetectionSample | BadItem:
+    """`dataset[i]`, or a `BadItem` for an unreadable image or label file (any other error propagates)."""
+    from taskbridge.data.io import ImageReadError
+    from taskbridge.data.labels import LabelFormatError
+
+    try:
+        return dataset[i]
+    except (ImageReadError, LabelFormatError) as err:
+        items = getattr(dataset, "items", None)
+        return BadItem(str(items[i][0]) if items is not None else f"item {i}", err)
+
+
+def report_bad(item: BadItem, on_bad: BadInput | None) -> None:
+    """Hand a bad file to the command's skip policy, or raise its error when there is none."""
+    if on_bad is None:
+        raise item.error
+    on_bad(item.path, str(item.error))
+
+
 def iter_samples(dataset: Sequence[DetectionSample] | Iterable[DetectionSample], limit: int | None = None,
                  on_bad: BadInput | None = None) -> Iterator[tuple[int, DetectionSample]]:
     """(index, sample) over a detection set; an unreadable image or label file goes to `on_bad(path, reason)`
     (the command's skip policy) and the rest go on, or raises when `on_bad` is None. Indices are the data
     set's own, so per-image seeds do not shift when a file is skipped."""
-    from taskbridge.data.io import ImageReadError
-    from taskbridge.data.labels import LabelFormatError
-
     if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
         for i, s in enumerate(dataset):
             if limit is not None and i >= limit:
@@ -194,12 +219,8 @@ def iter_samples(dataset: Sequence[DetectionSample] | Iterable[DetectionSample],
         return
     n = len(dataset) if limit is None else min(len(dataset), limit)  # type: ignore[arg-type]
     for i in range(n):
-        try:
-            sample = dataset[i]  # type: ignore[index]
-        except (ImageReadError, LabelFormatError) as err:
-            if on_bad is None:
-                raise
-            items = getattr(dataset, "items", None)
-            on_bad(str(items[i][0]) if items is not None else f"item {i}", str(err))
+        sample = read_item(dataset, i)  # type: ignore[arg-type]
+        if isinstance(sample, BadItem):
+            report_bad(sample, on_bad)
             continue
         yield i, sample
