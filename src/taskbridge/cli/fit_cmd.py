@@ -28,7 +28,11 @@ def register(app: typer.Typer) -> None:
                                     "table: plain input vs restorer alone vs the trained translator (best)."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
-        """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation."""
+        """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation.
+
+        On several GPUs (or CPU processes): torchrun --nproc_per_node N -m taskbridge fit RECIPE ...
+        (data.batch_size is then the global batch, split over the N processes; docs/engine.md).
+        """
         from taskbridge.hub import trusting_pickles
 
         ctx.with_resource(trusting_pickles(trust_pickle))
