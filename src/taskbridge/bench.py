@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from taskbridge.engine.optim import step_groups
+
 #: the recipe(s) that stand for each registered method (in `recipes/`); others are benched from `<name>.yaml`
 REPRESENTATIVE_RECIPES: dict[str, tuple[str, ...]] = {
     "cyclegan": ("cyclegan.yaml",),
@@ -436,8 +438,8 @@ def synthetic_batch(size: int, batch: int, device: torch.device) -> dict[str, An
 
 
 class TrainStep:
-    """The trainer's step (`engine.trainer.Trainer._one_step` / `_update`) without logging, NaN
-    handling, schedulers or callbacks: forward under autocast, then each group's backward and step."""
+    """The trainer's step without logging, NaN handling, schedulers or callbacks: forward under
+    autocast, then `engine.optim.step_groups` (each group's backward and step, as the trainer)."""
 
     def __init__(self, method: nn.Module, recipe: Mapping[str, Any], settings: Settings) -> None:
         from taskbridge.engine.optim import build_optimizer, merge_group_spec
@@ -451,6 +453,7 @@ class TrainStep:
             override = {k: v for k, v in dict(optim.get(g) or {}).items() if v is not None and k != "schedule"}
             self.optimizers[g] = build_optimizer(params, merge_group_spec(defaults.get(g), override), where=f"optim.{g}")
         self.grad_clip = (recipe.get("train") or {}).get("grad_clip")
+        self.scaler = torch.amp.GradScaler(enabled=False)  # bf16 autocast (--amp) needs no loss scaling
         self.step = 1  # from 1: step-0 extras (e.g. lazy R1 every 16 steps) are not over-represented
         self.non_finite = False
 
@@ -463,18 +466,7 @@ class TrainStep:
         losses = [out[f"loss/{g}"] for g in self.groups]
         if not bool(torch.isfinite(torch.stack([v.detach().float() for v in losses])).all()):  # as the trainer
             self.non_finite = True
-        last = len(self.groups) - 1
-        for i, (g, params) in enumerate(self.groups.items()):
-            for o in self.optimizers.values():
-                o.zero_grad(set_to_none=True)
-            loss = out[f"loss/{g}"]
-            if loss.requires_grad:
-                loss.float().backward(retain_graph=i < last)
-                if self.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, float(self.grad_clip))
-                self.optimizers[g].step()
-        for o in self.optimizers.values():
-            o.zero_grad(set_to_none=True)
+        step_groups(self.groups, self.optimizers, out, self.scaler, self.grad_clip)
         self.step += 1
 
 

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from taskbridge.config import ConfigError
+from taskbridge.engine.sampler import EpochBatchSampler
 
 #: how long a rank waits for the others (rank 0 validating a large split holds the rest at the next step)
 TIMEOUT = datetime.timedelta(hours=2)
@@ -109,18 +110,18 @@ def local_batch_size(global_batch: int, ctx: DistContext) -> int:
 
 
 class ShardedBatches:
-    """This rank's contiguous slice of every global batch of `batches` (an `EpochBatchSampler`)."""
+    """This rank's contiguous slice of every global batch an `EpochBatchSampler` yields."""
 
-    def __init__(self, batches: Sequence[list[int]] | object, ctx: DistContext) -> None:
+    def __init__(self, batches: EpochBatchSampler, ctx: DistContext) -> None:
         self.batches, self.ctx = batches, ctx
 
     def __iter__(self) -> Iterator[list[int]]:
-        per = self.batches.batch_size // self.ctx.world_size  # type: ignore[attr-defined]
-        for batch in self.batches:  # type: ignore[attr-defined]
+        per = self.batches.batch_size // self.ctx.world_size
+        for batch in self.batches:
             yield batch[self.ctx.rank * per : (self.ctx.rank + 1) * per]
 
     def __len__(self) -> int:
-        return len(self.batches)  # type: ignore[arg-type]
+        return len(self.batches)
 
 
 def broadcast_module(module: nn.Module, ctx: DistContext) -> None:

@@ -8,7 +8,7 @@ A group may override the run-wide schedule with its own `optim.<group>.schedule`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -116,3 +116,38 @@ def merge_group_spec(defaults: dict[str, Any] | None, override: dict[str, Any] |
         base = {k: base[k] for k in ("lr",) if k in base}
     base.update(over)
     return base
+
+
+def step_groups(
+    groups: Mapping[str, list[nn.Parameter]],
+    optimizers: Mapping[str, Optimizer],
+    out: dict[str, Any],
+    scaler: torch.amp.GradScaler,
+    grad_clip: float | None = None,
+    after_backward: Callable[[list[nn.Parameter]], None] | None = None,
+) -> None:
+    """One training step's updates: per group in order, zero every group's gradients, back-propagate
+    `out["loss/<group>"]` (keeping the graph for the groups after it), `after_backward(params)` (the
+    ranks' gradient average), clip (norm logged as `out["grad_norm/<group>"]`) and step that group.
+
+    GAN generator and discriminator updates alternate like the references'; the trainer and
+    `taskbridge bench` both step through here.
+    """
+    n = len(groups)
+    for i, (g, params) in enumerate(groups.items()):
+        for o in optimizers.values():
+            o.zero_grad(set_to_none=True)
+        loss = out[f"loss/{g}"]
+        if not loss.requires_grad:
+            continue
+        opt = optimizers[g]
+        scaler.scale(loss.float()).backward(retain_graph=i < n - 1)
+        if after_backward is not None:
+            after_backward(params)
+        if grad_clip:
+            scaler.unscale_(opt)
+            out[f"grad_norm/{g}"] = torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
+        scaler.step(opt)
+    for o in optimizers.values():
+        o.zero_grad(set_to_none=True)
+    scaler.update()

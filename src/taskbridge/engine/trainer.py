@@ -20,6 +20,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from taskbridge.engine import state as run_state
 from taskbridge.engine.callbacks import ImageGrids, ScalarLog, Validation, Validator
 from taskbridge.engine.device import amp_dtype, resolve_device, to_device
 from taskbridge.engine.logging import RunLogger
-from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec
+from taskbridge.engine.optim import build_optimizer, build_scheduler, merge_group_spec, step_groups
 from taskbridge.engine.sampler import EpochBatchSampler
 from taskbridge.engine.seed import capture_rng, derive_seed, isolated_rng, seed_everything, worker_init_fn
 from taskbridge.run_config import RunConfig
@@ -501,26 +502,13 @@ class Trainer:
                     s.step()
 
     def _update(self, out: dict[str, Any]) -> None:
-        """Backward and optimizer step of every group, in the method's group order."""
-        n = len(self.groups)
-        for i, (g, params) in enumerate(self.groups.items()):
-            for o in self.optimizers.values():
-                o.zero_grad(set_to_none=True)
-            loss = out[f"loss/{g}"]
-            opt = self.optimizers[g]
-            if loss.requires_grad:
-                self.scaler.scale(loss.float()).backward(retain_graph=i < n - 1)
-                distributed.average_gradients(params, self.dist)
-                if self.spec.grad_clip:
-                    self.scaler.unscale_(opt)
-                    norm = torch.nn.utils.clip_grad_norm_(params, float(self.spec.grad_clip))
-                    out[f"grad_norm/{g}"] = norm
-                self.scaler.step(opt)
+        """Backward and optimizer step of every group, in the method's group order, then the
+        per-iteration schedulers (each moves only its own group's learning rate)."""
+        step_groups(self.groups, self.optimizers, out, self.scaler, self.spec.grad_clip,
+                    partial(distributed.average_gradients, ctx=self.dist))
+        for g, scheduler in self.schedulers.items():
             if self.intervals[g] == "step":
-                self.schedulers[g].step()
-        for o in self.optimizers.values():
-            o.zero_grad(set_to_none=True)
-        self.scaler.update()
+                scheduler.step()
 
     def _non_finite(self, step: int, bad: list[str], out: Mapping[str, Any], rng_before: dict[str, Any]) -> None:
         values = ", ".join(f"{k}={float(out[k].detach().float().mean()):g}" if k in out else k for k in bad)
