@@ -1,7 +1,11 @@
 """Convert an official YOLOv5 `*.pt` pickle into the plain-tensor file taskbridge loads.
 
-The official checkpoints pickle the YOLOv5 model class, so they can only be opened with the YOLOv5
-code (GPL/AGPL) installed; taskbridge never imports it at run time. Run this once, on a machine
+No longer needed: taskbridge now reads an official `yolov5*.pt` directly, without the YOLOv5 code and
+without running its pickle (`taskbridge.tasks.yolov5.official_checkpoint.read_official_checkpoint`; pass
+the file as the task's weights). This script is kept to reproduce `yolov5n_state_dict.pt`.
+
+The official checkpoints pickle the YOLOv5 model class, so `torch.load` opens them only with the
+YOLOv5 code (GPL/AGPL) installed; taskbridge never imports it at run time. To convert, run this on a machine
 with `pip install yolov5==7.0.14 "setuptools<81"`, then put the output where the hub finds it:
 
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 HF_HUB_OFFLINE=1 \

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ... import hub
 from ...data.transforms import letterbox, scale_boxes
 from ...registry import TASKS
 from ..base import Detections, DetectionTargets, DetectionTask
@@ -18,6 +17,7 @@ from .decode import decode
 from .fast import FusedYOLOv5
 from .loss import YOLOv5Loss, YOLOv5LossConfig
 from .model import build_yolov5
+from .official_checkpoint import load_yolov5_state
 
 
 class YOLOv5Task(DetectionTask):
@@ -33,7 +33,8 @@ class YOLOv5Task(DetectionTask):
         super().__init__()
         # A plain dict attribute: not a submodule, so the fused copy stays out of state_dict()/parameters().
         self._fast: dict[tuple[torch.device, torch.dtype], FusedYOLOv5] = {}
-        state = hub.load_state(weights)
+        # An official yolov5*.pt goes through the restricted reader (no YOLOv5 code, nothing run).
+        state = load_yolov5_state(weights)
         if not isinstance(state, dict):
             raise TypeError(f"YOLOv5 weights '{weights}' must be a dict with state_dict/yaml/names, "
                             f"got {type(state).__name__}")
