@@ -12,6 +12,7 @@ against the dataclass schema given to `load_recipe`.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,46 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     return OmegaConf.merge(*parents, cfg)  # type: ignore[return-value]
 
 
+# Override keys that name files or folders relative to data.root (engine.data, engine.validation).
+PATH_KEYS: tuple[str, ...] = ("data.train_A", "data.train_B", "data.val_A", "data.path", "val.data")
+
+
+def _from_cwd(item: str, cwd: Path) -> str:
+    """`item` as an absolute path when it exists (or, as a glob, matches) from `cwd`; else unchanged."""
+    import glob
+
+    text = item.strip()
+    if not text or text.startswith(("/", "~", "$")) or "://" in text:
+        return item
+    candidate = cwd / text
+    found = glob.glob(str(candidate), recursive=True) if any(c in text for c in "*?") else candidate.exists()
+    return str(Path(os.path.abspath(candidate))) if found else item
+
+
+def paths_from_cwd(overrides: Sequence[str], keys: Sequence[str] = PATH_KEYS, cwd: Path | None = None) -> list[str]:
+    """Command-line path overrides (`data.train_A=DIR`) read from the current directory, as a person expects.
+
+    A relative path that exists from the current directory becomes absolute; one that does not keeps its
+    recipe meaning (relative to data.root), so `data.train_A=coco8/images/train` still finds the shared data.
+    Lists (`[a, b]`) are converted item by item. Recipes themselves keep data.root-relative paths.
+    """
+    here = Path.cwd() if cwd is None else cwd
+    out: list[str] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in keys:
+            out.append(item)
+            continue
+        body = value.strip()
+        if body.startswith("[") and body.endswith("]"):
+            parts = [_from_cwd(v, here) for v in body[1:-1].split(",")]
+            value = "[" + ",".join(p.strip() for p in parts) + "]"
+        else:
+            value = _from_cwd(value, here)
+        out.append(f"{key}={value}")
+    return out
+
+
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     bad = [o for o in overrides if "=" not in o]
     if bad:
@@ -59,9 +100,12 @@ def load_recipe(
     overrides: Sequence[str] = (),
     schema: type | None = None,
 ) -> DictConfig:
-    """Load a recipe, apply overrides; with `schema` (a dataclass), unknown keys are errors."""
+    """Load a recipe, apply overrides; with `schema` (a dataclass), unknown keys are errors.
+
+    Path overrides (`PATH_KEYS`) that exist from the current directory are taken from there (`paths_from_cwd`).
+    """
     cfg = _load_with_bases(Path(path))
-    over = parse_overrides(overrides)
+    over = parse_overrides(paths_from_cwd(overrides))
     if schema is not None:
         base = OmegaConf.structured(schema)
         try:

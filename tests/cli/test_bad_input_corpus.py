@@ -91,7 +91,7 @@ def test_writing_commands_skip_and_name_bad_images(name: str, corpus: Path, befo
         assert sum(name in line for line in err.splitlines() if line.startswith("skipped: ")) == 1, name
     written = report["written"] if command == "restore" else {v["source"] for v in report["images"].values()}
     assert len(written) == len(_good_images(corpus))  # same-stem files both written, under distinct names
-    outputs = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and "side_by_side" not in p.parts]
+    outputs = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and not p.stem.endswith("_side_by_side")]
     assert len(outputs) == len(_good_images(corpus))
     assert _hashes(corpus) == before  # inputs untouched
 

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from taskbridge.cli import app
+from taskbridge.cli.outputs import LABEL_STRIP
 from taskbridge.data.io import read_image
 from taskbridge.faces import align
 from taskbridge.registry import RESTORERS
@@ -81,8 +82,8 @@ def test_restore_cli_writes_photos_and_side_by_side(tmp_path: Path, shared_data)
     for name in ("fairface_0007", "fairface_0012"):
         restored = read_image(out / f"{name}.png")
         assert restored.shape == read_image(src / f"{name}.jpg").shape
-        pair = read_image(out / "side_by_side" / f"{name}.jpg")
-        assert pair.shape[-1] == 2 * restored.shape[-1] + 8 and pair.shape[-2] == restored.shape[-2]
+        pair = read_image(out / f"{name}_side_by_side.png")
+        assert pair.shape[-1] == 2 * restored.shape[-1] + 8 and pair.shape[-2] == restored.shape[-2] + LABEL_STRIP
     report = json.loads((out / "restore.json").read_text())
     assert len(report["written"]) == 2 and len(report["side_by_side"]) == 2
 

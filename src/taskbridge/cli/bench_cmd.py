@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
                                      "./recipes, else the repository's)."),
         json_path: Path = typer.Option(None, "--json", help="Also write environment, settings and rows here."),
         amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (CUDA only; ignored on CPU)."),
-        threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads (default: torch's)."),
+        threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads for this "
+                                     "command (default: the global `taskbridge --threads`)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar over the rows."),
     ) -> None:
         """Measure every registered translator (inference) and method (training) at each size."""

@@ -16,6 +16,7 @@ import typer
 
 from taskbridge.cli.outputs import (
     Skips,
+    fresh_folder,
     output_paths,
     prepare_output_folder,
     refuse_existing,
@@ -98,7 +99,8 @@ def register(app: typer.Typer) -> None:
     def degrade_cmd(
         kind: str = typer.Option(..., "--kind", help="Registered degradation: haze, lowlight or face (see `taskbridge list degradation`)."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of clean images (searched recursively)."),
-        out_dir: Path = typer.Option(..., "--out", help="Output folder (not inside --in); relative paths are kept."),
+        out_dir: Path = typer.Option(None, "--out", help="Output folder (not inside --in; default runs/degrade/"
+                                     "<in folder>-<kind>, numbered -2, -3 ... when taken); relative paths are kept."),
         seed: int = typer.Option(0, "--seed", help="Run seed; each image is seeded from it and its relative path."),
         param: list[str] = typer.Option([], "--param", "-p", help="Degradation option key=value, repeatable (e.g. scale=heavy, gamma=[1.5,5])."),
         ext: str = typer.Option("same", "--ext", help="Output format: same (as input), png or jpg."),
@@ -119,6 +121,7 @@ def register(app: typer.Typer) -> None:
             DEGRADATIONS.create(kind, **kwargs)
         except (TypeError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err
+        out_dir = out_dir or fresh_folder(Path("runs/degrade") / f"{in_dir.resolve().name}-{kind}")
         prepare_output_folder(out_dir, [in_dir])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

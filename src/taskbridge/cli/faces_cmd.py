@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from taskbridge.cli.outputs import Skips, prepare_output_folder, refuse_existing, skip_option, write_report
+from taskbridge.cli.outputs import (
+    Skips,
+    fresh_folder,
+    prepare_output_folder,
+    refuse_existing,
+    skip_option,
+    write_report,
+)
 
 
 def parse_split(text: str | None) -> dict[str, float]:
@@ -52,7 +59,8 @@ def register(app: typer.Typer) -> None:
     @app.command("align-faces")
     def align_faces(
         src: Path = typer.Option(..., "--in", "-i", help="Folder of photos with faces (searched recursively)."),
-        dst: Path = typer.Option(..., "--out", "-o", help="Output folder (not inside --in) for the aligned crops."),
+        dst: Path = typer.Option(None, "--out", "-o", help="Output folder (not inside --in) for the aligned crops "
+                                 "(default runs/align-faces/<in folder>, numbered -2, -3 ... when taken)."),
         size: int = typer.Option(512, min=16, help="Side of the aligned crops (the FFHQ template is scaled to it)."),
         detector: str = typer.Option("retinaface", help="Registered face detector: retinaface or mtcnn."),
         score_threshold: float = typer.Option(None, help="Detector score threshold (default: the detector's)."),
@@ -73,6 +81,7 @@ def register(app: typer.Typer) -> None:
         from taskbridge.faces import align
         from taskbridge.registry import FACE_DETECTORS
 
+        dst = dst or fresh_folder(Path("runs/align-faces") / src.resolve().name)
         prepare_output_folder(dst, [src])
         files = list_images(src)
         parts = parse_split(split)

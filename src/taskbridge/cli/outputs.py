@@ -95,6 +95,25 @@ def fresh_folder(path: Path) -> Path:
     return candidate
 
 
+def fresh_file(path: Path) -> Path:
+    """`path` if free, else the first free `stem-2.suffix`, `stem-3.suffix`, ... (default result files)."""
+    n = 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def refuse_input_as_output(target: Path, inputs: Sequence[Path], flag: str) -> None:
+    """One line if a result file would replace one of the command's inputs, or is a folder."""
+    if target.is_dir():
+        raise typer.BadParameter(f"{flag} {target} is a folder; give a file name")
+    resolved = target.expanduser().resolve()
+    if any(resolved == f.resolve() for f in inputs):
+        raise typer.BadParameter(f"{flag} {target} is one of the inputs and would be overwritten; write elsewhere")
+
+
 class Skips:
     """One skip policy for every command: a bad input is skipped (or, with --no-skip-bad, stops the
     command) in one line naming it; what was skipped and why goes into the command's JSON output."""
@@ -155,15 +174,56 @@ def write_each(files: Sequence[Path], mapping: dict[Path, Path], skips: Skips, a
     return written
 
 
-def side_by_side(before: Tensor, after: Tensor, gap: int = 8) -> Tensor:
-    """8-bit [3, H, W] before | after on one white-separated strip (before resized to after's height)."""
+SIDE_BY_SIDE = "_side_by_side"  # stem suffix of the comparison pictures (evaluate-quality leaves them out)
+LABEL_STRIP = 18  # pixels of the white strip above each panel that names it
+PANEL_HEIGHT = 1080  # comparison pictures of larger photos are scaled down to this height: a preview, not a result
+
+
+def side_by_side_paths(mapping: dict[Path, Path]) -> dict[Path, Path]:
+    """Input -> `<output stem>_side_by_side.png` next to its output; refuses a name an output already takes."""
+    sides = {f: t.with_name(f"{t.stem}{SIDE_BY_SIDE}.png") for f, t in mapping.items()}
+    taken = {t.resolve() for t in mapping.values()} | {f.resolve() for f in mapping}
+    clash = [t for t in sides.values() if t.resolve() in taken]
+    if clash:
+        raise typer.BadParameter(f"--side-by-side: {clash[0]} is also an input or output name; rename that file or "
+                                 "drop --side-by-side")
+    return sides
+
+
+def side_by_side(panels: Sequence[tuple[str, Tensor]], gap: int = 8, max_height: int = PANEL_HEIGHT) -> Tensor:
+    """8-bit [3, H, W] pictures in a row (input | stage | ... | output), each under a strip naming it.
+
+    All panels take the last one's height (at most `max_height`), keeping their aspect, so a restorer that
+    upscales is compared at its output's scale; a panel already at that height is copied pixel for pixel.
+    """
+    import numpy as np
     import torch
     import torch.nn.functional as F
+    from PIL import Image, ImageDraw, ImageFont
 
-    if before.shape[-2:] != after.shape[-2:]:
-        before = F.interpolate(before[None].float(), size=after.shape[-2:], mode="nearest")[0].to(after.dtype)
-    sep = torch.full((3, after.shape[-2], gap), 255, dtype=after.dtype)
-    return torch.cat([before.to(after.dtype), sep, after], dim=-1)
+    height = min(int(panels[-1][1].shape[-2]), max_height)
+    sized: list[np.ndarray] = []
+    for _, image in panels:
+        image = image.detach().cpu()
+        image = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+        h, w = image.shape[-2:]
+        width = max(1, round(w * height / h))
+        if (h, w) != (height, width):
+            image = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
+                                  align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        sized.append(image.to(torch.uint8).permute(1, 2, 0).numpy())
+    total = sum(a.shape[1] for a in sized) + gap * (len(sized) - 1)
+    canvas = np.full((LABEL_STRIP + height, total, 3), 255, dtype=np.uint8)
+    x, starts = 0, []
+    for a in sized:
+        canvas[LABEL_STRIP:, x:x + a.shape[1]] = a
+        starts.append(x)
+        x += a.shape[1] + gap
+    picture = Image.fromarray(canvas)
+    draw, font = ImageDraw.Draw(picture), ImageFont.load_default()
+    for (label, _), x0 in zip(panels, starts, strict=True):
+        draw.text((x0 + 4, 3), label, fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1)
 
 
 def write_report(path: Path, report: dict) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from taskbridge.cli.outputs import Skips, skip_option
+from taskbridge.cli.outputs import SIDE_BY_SIDE, Skips, fresh_file, refuse_input_as_output, skip_option
 
 
 def stem_key(path: Path, root: Path) -> str:
@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
         pred: Path = typer.Option(..., "--pred", "-p", help="Folder of images to score (searched recursively)."),
         ref: Path = typer.Option(None, "--ref", help="Folder of clean references, matched by relative path stem."),
         metrics: str = typer.Option(None, help="Comma-separated metrics; default psnr,ssim,niqe with --ref, else niqe."),
-        json_out: Path = typer.Option(None, "--json", help="Where to write per-image scores (default ./quality_<pred>.json)."),
+        json_out: Path = typer.Option(None, "--json", help="Where to write per-image scores (default runs/evaluate-quality/<pred folder>.json, "
+                                  "numbered -2, -3 ... when taken)."),
         device: str = typer.Option("cpu", help="torch device for the metrics."),
         skip_bad: bool = skip_option(),
     ) -> None:
@@ -70,8 +71,17 @@ def register(app: typer.Typer) -> None:
             if m.needs_reference and ref is None:
                 raise typer.BadParameter(f"metric '{n}' needs --ref (only no-reference metrics such as niqe work without)")
         pred_files = list_images(pred)
+        ref_files = list_images(ref) if ref is not None else []
+        out = json_out or fresh_file(Path("runs/evaluate-quality") / f"{pred.resolve().name}.json")
+        refuse_input_as_output(out, [*pred_files, *ref_files], "--json")  # before any scoring
+        pictures = [f for f in pred_files if f.stem.endswith(SIDE_BY_SIDE)]
+        if pictures:  # `restore/translate --side-by-side` comparisons next to the results are not results
+            pred_files = [f for f in pred_files if not f.stem.endswith(SIDE_BY_SIDE)]
+            typer.echo(f"note: left out {len(pictures)} comparison picture(s) *{SIDE_BY_SIDE}.*", err=True)
+            if not pred_files:
+                raise typer.BadParameter(f"--pred {pred}: holds only comparison pictures (*{SIDE_BY_SIDE}.*)")
         if ref is not None:
-            pairs, missing = match_pairs(pred_files, pred, list_images(ref), ref)
+            pairs, missing = match_pairs(pred_files, pred, ref_files, ref)
             if not pairs:
                 raise typer.BadParameter(f"no image in {pred} has a reference in {ref} with the same relative path stem")
             if missing:
@@ -100,7 +110,6 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--pred {pred}: no image could be scored ({len(skips.items)} skipped)")
         means = {n: sum(v[n] for v in per_image.values()) / len(per_image) for n in names}
         typer.echo(format_table(means, objs, len(per_image)))
-        out = json_out or Path(f"quality_{pred.resolve().name}.json")
         report = {
             "pred": str(pred),
             "ref": None if ref is None else str(ref),

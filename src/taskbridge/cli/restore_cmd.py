@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from taskbridge.cli.outputs import (
+    PANEL_HEIGHT,
     Skips,
+    fresh_folder,
     output_paths,
     prepare_output_folder,
     refuse_existing,
     side_by_side,
+    side_by_side_paths,
     skip_option,
     write_each,
     write_report,
@@ -42,7 +45,8 @@ def register(app: typer.Typer) -> None:
     def restore(
         restorer: str = typer.Option(..., "--restorer", "-r", help="Registered restorer, e.g. sci-medium, aodnet, dcp, identity."),
         src: Path = typer.Option(..., "--in", "-i", help="Folder of degraded images (searched recursively)."),
-        dst: Path = typer.Option(..., "--out", "-o", help="Output folder (not inside --in); the input folder structure is kept."),
+        dst: Path = typer.Option(None, "--out", "-o", help="Output folder (not inside --in; default runs/restore/"
+                                 "<in folder>-<restorer>, numbered -2, -3 ... when taken); the folder structure is kept."),
         ext: str = typer.Option("png", help="Output format (png, jpg, ...) or 'keep' for the input suffix."),
         option: list[str] = typer.Option(None, "--option", "-s", help="Restorer option key=value (repeatable)."),
         device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
@@ -50,14 +54,16 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
         tile: int = typer.Option(1024, "--tile", min=64, help="Photos larger than this (pixels per side) are restored "
                                  "in tiles of it, with enough overlap that the result equals the untiled one."),
-        pictures: bool = typer.Option(False, "--side-by-side", help="Also write before | after pictures (JPEG) "
-                                      "under OUT/side_by_side/, same relative paths."),
+        pictures: bool = typer.Option(False, "--side-by-side", help="Also (besides each result) write "
+                                      "<stem>_side_by_side.png next to it: input | restored, each panel labelled, "
+                                      f"at the result's height (at most {PANEL_HEIGHT} px)."),
     ) -> None:
         """Restore every image under --in with a frozen restorer and write the results under --out (+ restore.json)."""
         from taskbridge.data.io import list_images, save_image
         from taskbridge.inference.tiling import restore_uint8
         from taskbridge.registry import RESTORERS
 
+        dst = dst or fresh_folder(Path("runs/restore") / f"{src.resolve().name}-{restorer}")
         prepare_output_folder(dst, [src])
         files = list_images(src)
         mapping = output_paths(files, src, dst, None if ext == "keep" else ext)
@@ -67,7 +73,7 @@ def register(app: typer.Typer) -> None:
             model = RESTORERS.create(restorer, **options).to(device)
         except (TypeError, ValueError) as err:
             raise typer.BadParameter(f"--restorer {restorer}: {err}") from None
-        sides = output_paths(files, src, dst / "side_by_side", "jpg") if pictures else {}
+        sides = side_by_side_paths(mapping) if pictures else {}
         refuse_existing(list(sides.values()), dst, overwrite)
         skips = Skips(skip_bad)
 
@@ -75,7 +81,7 @@ def register(app: typer.Typer) -> None:
             # in tiles for large photos: memory stays bounded, the result equals the untiled one
             out = restore_uint8(model, image.to(device), tile=tile)
             if pictures:
-                save_image(side_by_side(image, out.cpu()), sides[path])
+                save_image(side_by_side([("input", image), (restorer, out.cpu())]), sides[path])
             return out
 
         written = write_each(files, mapping, skips, apply, f"restorer '{restorer}'", f"restore [{restorer}]")

@@ -12,18 +12,26 @@ of one image, for methods that take one (Hierarchy Flow; otherwise the run's mea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from taskbridge.cli.outputs import (
+    PANEL_HEIGHT,
     Skips,
+    fresh_folder,
     output_paths,
     prepare_output_folder,
     refuse_existing,
+    side_by_side,
+    side_by_side_paths,
     skip_option,
     write_each,
     write_report,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +40,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         ckpt: str = typer.Option(..., "--ckpt", help="Checkpoint dir, a run's checkpoints/ dir, or its output dir."),
         in_dir: Path = typer.Option(..., "--in", help="Folder of degraded images (searched recursively)."),
-        out_dir: Path = typer.Option(..., "--out", help="Output folder (not inside --in); names and sub-folders are kept."),
+        out_dir: Path = typer.Option(None, "--out", help="Output folder (not inside --in; default runs/translate/"
+                                     "<in folder>, numbered -2, -3 ... when taken); names and sub-folders are kept."),
         size: int = typer.Option(None, "--size", help="Working size (square; default: the run's inference.working_size); "
                                  "0 = full resolution."),
         residual: bool = typer.Option(None, "--residual/--no-residual", help="Add the upsampled change or upsample the "
@@ -44,6 +53,9 @@ def register(app: typer.Typer) -> None:
         skip_bad: bool = skip_option(),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace files an earlier run wrote under --out."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
+        pictures: bool = typer.Option(False, "--side-by-side", help="Also (besides each result) write "
+                                      "<stem>_side_by_side.png next to it: input | the run's restorer alone (if it "
+                                      f"owns one) | translated, each panel labelled, at most {PANEL_HEIGHT} px high."),
     ) -> None:
         """Translate every image of a folder with a trained method (full-resolution output)."""
         from taskbridge.hub import trusting_pickles
@@ -59,10 +71,13 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--prefer must be 'best' or 'last'")
         if size is not None and size < 0:
             raise typer.BadParameter("--size must be >= 0")
+        out_dir = out_dir or fresh_folder(Path("runs/translate") / in_dir.resolve().name)
         prepare_output_folder(out_dir, [in_dir])
         files = list_images(in_dir)
         mapping = output_paths(files, in_dir, out_dir, None)
         refuse_existing(list(mapping.values()), out_dir, overwrite)
+        sides = side_by_side_paths(mapping) if pictures else {}
+        refuse_existing(list(sides.values()), out_dir, overwrite)
         try:
             dev = resolve_device(device)
             model = load_inference_model(ckpt, device=dev, prefer=prefer, working_size=-1 if size is None else size,
@@ -82,10 +97,26 @@ def register(app: typer.Typer) -> None:
                    f"working size {owns['working_size']}, residual {owns['residual']}"
                    + (f", restorer {owns['restorer']} inside" if owns["restorer"] else ""))
         skips = Skips(skip_bad)
-        # 8-bit in and out: huge photos are translated in bands of rows (at the run's working size)
-        written = write_each(files, mapping, skips, lambda image, _path: model.translate_uint8(image.to(dev), ref), "the model",
-                             "translate")
+        alone = model.restorer if pictures else None
+
+        def apply(image: Tensor, path: Path) -> Tensor:
+            # 8-bit in and out: huge photos are translated in bands of rows (at the run's working size)
+            out = model.translate_uint8(image.to(dev), ref)
+            if pictures:
+                from taskbridge.data.io import save_image
+                from taskbridge.inference.tiling import restore_uint8
+
+                panels = [("input", image)]
+                if alone is not None:  # what the restorer the run owns does on its own, at full resolution
+                    panels.append((f"{owns['restorer']} alone", restore_uint8(alone, image.to(dev)).cpu()))
+                panels.append((f"translated ({owns['method']})", out.cpu()))
+                save_image(side_by_side(panels), sides[path])
+            return out
+
+        written = write_each(files, mapping, skips, apply, "the model", "translate")
         write_report(out_dir / "translate.json", {"command": "translate", "model": owns, "input": str(in_dir),
                                                    "reference": None if reference is None else str(reference),
-                                                   "written": written, "skipped": skips.items})
+                                                   "written": written,
+                                                   "side_by_side": {str(k): str(v) for k, v in sides.items()},
+                                                   "skipped": skips.items})
         typer.echo(f"wrote {len(written)} image(s) to {out_dir}{skips.summary()}")

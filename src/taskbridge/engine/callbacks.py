@@ -72,6 +72,7 @@ class Validation(Callback):
         self.metric, self.mode, self.split = metric, mode, split
         self.model_factory = model_factory
         self.best_value: float | None = None
+        self.best_step: int | None = None  # when `best_value` was reached (None after resuming an older run)
 
     def on_step_end(self, run: Any, batch: Any, outputs: Mapping[str, Any]) -> None:
         step = run.step
@@ -90,13 +91,29 @@ class Validation(Callback):
         run.log_scalars({f"val/{k}": v for k, v in metrics.items()}, kind="val")
         run.last_metrics.update({f"val/{k}": v for k, v in metrics.items()})
         if self.metric is None:
+            self._announce(step, metrics)
             return False
         if self.metric not in metrics:
             raise KeyError(f"val.metric '{self.metric}' is not among the validation metrics: {', '.join(metrics)}")
         value = metrics[self.metric]
-        if not math.isfinite(value):
-            return False
-        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        better = math.isfinite(value) and (
+            self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value))
         if better:
-            self.best_value = value
+            self.best_value, self.best_step = value, step
+        self._announce(step, metrics)
         return better
+
+    def _announce(self, step: int, metrics: Mapping[str, float]) -> None:
+        """One console line per validation (`step 200  val mAP50 0.412 (best 0.415 @ 150)`), so a person
+        watching a long run sees how it goes without opening TensorBoard; above the progress bar, not in it.
+        Only rank 0 holds a `Validation`, so only it speaks."""
+        import sys
+
+        from tqdm import tqdm
+
+        shown = [self.metric] if self.metric is not None else list(metrics)[:4]
+        text = "  ".join(f"{k} {metrics[k]:.4g}" for k in shown)
+        if self.metric is not None and self.best_value is not None:
+            at = f" @ {self.best_step}" if self.best_step is not None else ""
+            text += f" (best {self.best_value:.4g}{at})"
+        tqdm.write(f"step {step}  val {text}", file=sys.stderr)

@@ -51,7 +51,7 @@ class NonFiniteLossError(FloatingPointError):
 
 #: what a run writes into its folder; `--overwrite` removes these (and nothing else) before a fresh start
 RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "images", "tb", "report.json", "split_A.json", "split_pools.json",
-                 SKIP_LOG)
+                 SKIP_LOG, "report.html", "run_info.json")
 #: recipe keys that may change when a run is resumed (how long, where and how it logs; not what it learns)
 RESUMABLE_CHANGES = ("name", "notes", "output_dir", "train.steps", "train.epochs", "train.device", "train.progress",
                      "train.tensorboard", "train.log_every", "train.ckpt_every", "train.val_every", "train.image_every",
@@ -265,7 +265,8 @@ class Trainer:
                 "batch_size": self.batch_size,
             },
             "metrics": self.last_metrics,
-            "best": {"metric": v.metric if v else None, "mode": v.mode if v else "max", "value": self.best_value},
+            "best": {"metric": v.metric if v else None, "mode": v.mode if v else "max", "value": self.best_value,
+                     "step": v.best_step if v else None},
             "nan_skips": self.nan_skips,
             "world_size": self.dist.world_size,
             "torch": torch.__version__,
@@ -340,7 +341,8 @@ class Trainer:
         self.nan_skips = int(meta.get("nan_skips", 0))
         self.last_metrics = dict(meta.get("metrics") or {})
         if self.validation is not None:
-            self.validation.best_value = (meta.get("best") or {}).get("value")
+            best = meta.get("best") or {}
+            self.validation.best_value, self.validation.best_step = best.get("value"), best.get("step")
         run_state.restore(state, self.optimizers, self.schedulers, self.scaler, self.method, self.callbacks, str(directory))
         return directory
 
