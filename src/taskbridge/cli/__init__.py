@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "translate_cmd",
     "faces_cmd",
     "bench_cmd",
+    "report_cmd",
 )
 
 

@@ -26,17 +26,22 @@ def register(app: typer.Typer) -> None:
         until: int = typer.Option(None, "--until", help="Stop (with a checkpoint) after this step; resume later."),
         report: bool = typer.Option(True, "--report/--no-report", help="After training, print the validation "
                                     "table: plain input vs restorer alone vs the trained translator (best)."),
+        html: bool = typer.Option(True, "--html/--no-html", help="At the end, write RUN/report.html (taskbridge report)."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow files that can only be unpickled (e.g. an ultralytics .pt); loading them runs their code."),
     ) -> None:
         """Train a method from a recipe: one optimizer per method group, checkpoints, TensorBoard, validation.
 
         On several GPUs (or CPU processes): torchrun --nproc_per_node N -m taskbridge fit RECIPE ...
         (data.batch_size is then the global batch, split over the N processes; docs/engine.md).
+
+        Overrides: a relative path (data.train_A/train_B/val_A, data.path, val.data) is read from the
+        current directory when it exists there, else from data.root as in recipes.
         """
         from taskbridge.hub import trusting_pickles
 
         ctx.with_resource(trusting_pickles(trust_pickle))
         import json
+        import time
 
         from taskbridge.checkpoint import CheckpointError
         from taskbridge.config import ConfigError
@@ -53,6 +58,7 @@ def register(app: typer.Typer) -> None:
         try:
             if main:
                 typer.echo(trainer.summary())
+            started = time.time()
             try:
                 result = trainer.fit(resume=resume, until=until, force=force)
             except ConfigError as err:
@@ -73,5 +79,10 @@ def register(app: typer.Typer) -> None:
                 table = format_table(rows, title=f"before / after on the {split} split (selection split, not test):")
                 typer.echo(table)
                 (trainer.output_dir / "report.json").write_text(json.dumps(rows, indent=1))
+            if html:  # after the summary and the table: a report problem is a warning, never a lost run
+                from taskbridge.report import write_fit_report
+
+                if (page := write_fit_report(trainer, result, started)) is not None:
+                    typer.echo(f"report: {page}")
         finally:
             distributed.close(trainer.dist)
