@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "faces_cmd",
     "bench_cmd",
     "report_cmd",
+    "demo_cmd",
 )
 
 
