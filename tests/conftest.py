@@ -14,6 +14,9 @@ SHARED_DATA = Path(os.environ.get("TASKBRIDGE_SHARED_DATA", REPO.parent / "share
 # Weights resolve from the shared data folder unless the caller points elsewhere.
 os.environ.setdefault("TASKBRIDGE_WEIGHTS", str(SHARED_DATA))
 os.environ.setdefault("TASKBRIDGE_CACHE", str(REPO / ".pytest_cache" / "taskbridge"))
+# Nothing is downloaded at test time: a test that needs a download serves it from a loopback host
+# (tests/support/loopback_hosts.py) and switches this off for itself.
+os.environ.setdefault("TASKBRIDGE_OFFLINE", "1")
 # One intra-op thread: the tests' tensors are small, and on a shared 2-core machine OpenMP threads
 # spin-wait; measured 10-25x slower small-tensor steps with 2 threads while another process ran.
 torch.set_num_threads(1)

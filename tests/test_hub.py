@@ -28,8 +28,10 @@ def test_hub_resolves_shared_weights_and_checks_sha(shared_data: Path, tmp_path:
 def test_hub_missing_weights_says_where_to_put_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TASKBRIDGE_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("TASKBRIDGE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(hub.WeightsNotFoundError, match="Place 'yolov5n_state_dict.pt'"):
-        hub.resolve("yolov5n-coco")
+    with pytest.raises(hub.WeightsNotFoundError, match="Place 'yolov5n_state_dict.pt'.*no download URL|No download URL"):
+        hub.resolve("yolov5n-coco-converted")
+    with pytest.raises(hub.WeightsNotFoundError, match="Place 'yolov5n.pt'"):
+        hub.resolve("yolov5n-coco", download=False)
     with pytest.raises(hub.WeightsNotFoundError, match="Downloads are disabled"):
         hub.resolve("aodnet", download=False)
 
@@ -86,7 +88,13 @@ def test_a_download_is_checked_before_it_enters_the_cache(tmp_path, monkeypatch)
 
     monkeypatch.setenv("TASKBRIDGE_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("TASKBRIDGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(hub.torch.hub, "download_url_to_file", lambda url, dst, progress=True: Path(dst).write_bytes(b"x"))
+    monkeypatch.delenv("TASKBRIDGE_OFFLINE", raising=False)  # the transfer below is faked: nothing leaves the machine
+    from taskbridge.fetch import download
+
+    def fake_transfer(url, part, size, timeout, bar) -> None:  # the server's bytes: b"x"
+        Path(part).write_bytes(b"x")
+
+    monkeypatch.setattr(download, "_transfer", fake_transfer)
     good = hashlib.sha256(b"x").hexdigest()
     for sha, prefix, ok in (("0" * 64, "", False), ("", "ffffffff", False), (good, "", True), ("", good[:8], True)):
         spec = hub.WeightSpec(name=f"dl-{sha[:4]}{prefix}", filename=f"dl-{sha[:4]}{prefix}.pt", sha256=sha,
@@ -95,6 +103,19 @@ def test_a_download_is_checked_before_it_enters_the_cache(tmp_path, monkeypatch)
         if ok:
             assert hub.resolve(spec.name).read_bytes() == b"x"
         else:
-            with pytest.raises(hub.WeightsNotFoundError, match="Download from http://127.0.0.1/x failed: .*sha256"):
+            with pytest.raises(hub.ChecksumError, match="http://127.0.0.1/x: .*(sha256.*nothing placed|nothing placed.*sha256)"):
                 hub.resolve(spec.name)
             assert not (hub.cache_dir() / spec.filename).exists() and not list(hub.cache_dir().glob("*.part"))
+
+
+def test_weights_default_to_shared_data_from_the_working_directory(shared_data: Path, tmp_path, monkeypatch) -> None:
+    """Without $TASKBRIDGE_WEIGHTS, ../shared/data (the project's layout) is searched before the cache."""
+    work = tmp_path / "ws"
+    work.mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(shared_data)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("TASKBRIDGE_WEIGHTS", raising=False)
+    monkeypatch.setenv("TASKBRIDGE_CACHE", str(tmp_path / "cache"))
+    assert hub.resolve("sci-easy", download=False).resolve() == (shared_data / "sci_weights" / "easy.pt").resolve()
+    assert hub.resolve("yolov5n-coco", download=False).name == "yolov5n.pt"

@@ -1,4 +1,4 @@
-"""Weights by name: resolved from $TASKBRIDGE_WEIGHTS, then the cache, then a checked download.
+"""Weights by name: resolved from $TASKBRIDGE_WEIGHTS (else ../shared/data), the cache, then a checked download.
 
 Each entry declares where the file comes from, its sha256 and licence, and the architecture it
 belongs to, so a number reported with these weights can be traced to the exact file.
@@ -7,11 +7,9 @@ belongs to, so a number reported with these weights can be traced to the exact f
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from taskbridge.fetch.download import ChecksumError, DownloadError, download_file, offline, shared_data_dir
+from taskbridge.fetch.download import cache_home as _cache_home
+from taskbridge.fetch.download import sha256_of as sha256_of
+
+__all__ = ["ChecksumError", "WeightSpec", "WeightsLoadError", "WeightsNotFoundError", "load_state", "locate", "resolve"]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -58,10 +62,6 @@ def require_pickle_trust(path: str | os.PathLike[str], what: str) -> None:
             "add --trust-pickle to the command (a recipe or a run's checkpoint never grants that)")
 
 
-class ChecksumError(RuntimeError):
-    """A weights file does not have the declared sha256."""
-
-
 @dataclass(frozen=True)
 class WeightSpec:
     name: str
@@ -75,6 +75,26 @@ class WeightSpec:
     #: when no full sha256 can be confirmed from a published source (sha256 ""): the hash prefix the
     #: publisher puts in the file name (torchvision's convention); the full hash is pinned on first use
     sha256_prefix: str = ""
+    size: int = 0  # bytes, when known (checked on download; 0 = unknown)
+    #: another entry whose file stands in when this one's is not found locally (before any download),
+    #: e.g. the re-saved YOLOv5n state dict for the official checkpoint
+    fallback: str = ""
+
+    @property
+    def source(self) -> str:
+        """Short form of the URL for tables: github.com/owner/name@commit7, a release tag, or the URL."""
+        return source_label(self.url)
+
+
+def source_label(url: str | None) -> str:
+    if not url:
+        return "-"
+    parts = url.split("/")
+    if len(parts) > 6 and parts[2] == "github.com" and parts[5] == "raw":
+        return f"github.com/{parts[3]}/{parts[4]}@{parts[6][:7]}"
+    if len(parts) > 7 and parts[2] == "github.com" and parts[5:7] == ["releases", "download"]:
+        return f"github.com/{parts[3]}/{parts[4]} release {parts[7]}"
+    return url
 
 
 _SPECS: dict[str, WeightSpec] = {}
@@ -98,48 +118,63 @@ def weight_spec(name: str) -> WeightSpec:
 
 
 def search_roots() -> list[Path]:
-    """$TASKBRIDGE_WEIGHTS (os.pathsep-separated directories), then the cache directory."""
+    """$TASKBRIDGE_WEIGHTS (os.pathsep-separated directories), else ../shared/data from the working
+    directory when it exists (the project's layout, so no setup is needed there), then the cache."""
     roots = [Path(p).expanduser() for p in os.environ.get("TASKBRIDGE_WEIGHTS", "").split(os.pathsep) if p]
+    if not roots:
+        shared = shared_data_dir()
+        roots = [shared] if shared is not None else []
     return [*roots, cache_dir()]
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("TASKBRIDGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "taskbridge"
-    )
-    return Path(base) / "weights"
+    """`$TASKBRIDGE_CACHE/weights` (default ~/.cache/taskbridge/weights): where downloads go."""
+    return _cache_home() / "weights"
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _find(spec: WeightSpec) -> Path | None:
+    for root in search_roots():
+        for path in (root / spec.filename, root / spec.subdir / spec.filename if spec.subdir else None):
+            if path is not None and path.is_file():
+                return path
+    return None
+
+
+def locate(name: str) -> Path | None:
+    """The local file `resolve` would return without downloading (its own file, else its fallback's), or None.
+    Nothing is checked or downloaded: for listings such as `taskbridge list weights`."""
+    spec = weight_spec(name)
+    path = _find(spec)
+    if path is None and spec.fallback:
+        path = _find(weight_spec(spec.fallback))
+    return path
 
 
 def resolve(name: str, *, download: bool = True, verify: bool = True) -> Path:
-    """Return a local path for weights `name`, downloading into the cache if allowed."""
+    """Return a local path for weights `name`, downloading into the cache if allowed.
+
+    Order: $TASKBRIDGE_WEIGHTS (else ../shared/data), the cache, the `fallback` entry's file in those
+    places, then a download from the declared URL (unless `download=False` or TASKBRIDGE_OFFLINE=1).
+    """
     spec = weight_spec(name)
-    candidates: list[Path] = []
-    for root in search_roots():
-        candidates += [root / spec.filename]
-        if spec.subdir:
-            candidates.append(root / spec.subdir / spec.filename)
-    for path in candidates:
-        if path.is_file():
+    for candidate in (spec, weight_spec(spec.fallback) if spec.fallback else None):
+        path = _find(candidate) if candidate is not None else None
+        if path is not None and candidate is not None:
             if verify:
-                check_sha256(spec, path)
+                check_sha256(candidate, path)
             return path
     target = cache_dir() / spec.filename
-    if download and spec.url:
-        try:
+    if download and spec.url and not offline():
+        try:  # a ChecksumError (the server sent other bytes) propagates as it is: nothing was placed
             _download(spec, target)
             return target
-        except (OSError, ChecksumError) as err:
+        except OSError as err:
             reason = f" Download from {spec.url} failed: {err}."
+    elif not spec.url:
+        reason = " No download URL is declared."
     else:
-        reason = " No download URL is declared." if not spec.url else " Downloads are disabled."
+        reason = (f" Downloads are disabled{' (TASKBRIDGE_OFFLINE=1)' if offline() else ''}; "
+                  f"`taskbridge fetch {name}` downloads it from {spec.url}.")
     where = ", ".join(str(r) for r in search_roots())
     raise WeightsNotFoundError(
         f"weights '{name}' ({spec.architecture}, licence {spec.license}) not found.{reason} "
@@ -175,17 +210,20 @@ def check_sha256(spec: WeightSpec, path: Path) -> None:
 
 
 def _download(spec: WeightSpec, target: Path) -> None:
-    """Download `spec.url` next to `target`; only a file that passes `check_sha256` becomes `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(fd)
-    try:
-        torch.hub.download_url_to_file(str(spec.url), tmp, progress=True)
-        check_sha256(spec, Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Download `spec.url` to `target` (resumable, through TASKBRIDGE_MIRROR if set); only a file that passes
+    `check_sha256` (declared hash, published prefix or pin) becomes `target`."""
+    if not spec.url:
+        raise DownloadError(f"weights '{spec.name}' declare no download URL")
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(f"fetching weights '{spec.name}' from {spec.url} into {target}", file=sys.stderr)
+    if spec.sha256:  # the downloader's own check names URL, expected and got hashes
+        download_file(spec.url, target, sha256=spec.sha256, size=spec.size or None, desc=spec.name)
+    else:  # published prefix and pin on first use
+        download_file(spec.url, target, size=spec.size or None, check=lambda part: check_sha256(spec, part),
+                      desc=spec.name)
 
 
 def load_state(name_or_path: str | os.PathLike[str], **resolve_kwargs: Any) -> Any:
@@ -223,6 +261,7 @@ for _level, _sha in (
         WeightSpec(
             name=f"sci-{_level}",
             filename=f"{_level}.pt",
+            size=43967,
             subdir="sci_weights",
             sha256=_sha,
             license="MIT",
@@ -234,6 +273,7 @@ register_weights(
     WeightSpec(
         name="aodnet",
         filename="dehazer.pth",
+        size=8613,
         subdir="aodnet_weights",
         sha256="79409b63bf019d6c7ca6903883a8635d5723c25406f74903751bd7459462a53b",
         license="MIT",
@@ -244,25 +284,54 @@ register_weights(
 register_weights(
     WeightSpec(
         name="yolov5n-coco",
+        filename="yolov5n.pt",
+        subdir="yolov5n_coco",
+        sha256="4f180cf23ba0717ada0badd6c685026d73d48f184d00fc159c2641284b2ac0a3",
+        size=4062133,
+        license="GPL-3.0 (weights of YOLOv5 v6.0; research use)",
+        architecture="YOLOv5n v6 (COCO-80), official checkpoint (read without the YOLOv5 code)",
+        url=f"{_GH}/ultralytics/yolov5/releases/download/v6.0/yolov5n.pt",
+        fallback="yolov5n-coco-converted",
+        notes="The official release asset; a re-saved yolov5n_state_dict.pt (yolov5n-coco-converted) found "
+        "locally is used instead when yolov5n.pt is not.",
+    )
+)
+register_weights(
+    WeightSpec(
+        name="yolov5n-coco-converted",
         filename="yolov5n_state_dict.pt",
         subdir="yolov5n_coco",
         sha256="6718ce254c1677dddb7f25d220c09e01573ab9f57dbc7d80a4a1afb6383bfeb8",
+        size=3874575,
         license="GPL-3.0 (weights of YOLOv5 v6.x; research use)",
-        architecture="YOLOv5n v6 (COCO-80), plain state dict + architecture dict",
+        architecture="YOLOv5n v6 (COCO-80), plain state dict + architecture dict (legacy re-save)",
         url=None,
-        notes="It is the official yolov5n.pt (v6.0 release asset) re-saved as plain tensors; "
-        "see docs/weights.md for the one-time conversion.",
+        notes="The official yolov5n.pt re-saved as plain tensors (legacy; see docs/weights.md).",
     )
 )
-for _depth, _sha in (
-    ("20", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"),
-    ("56", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367"),
+for _size in ("s", "m", "l", "x"):
+    register_weights(
+        WeightSpec(
+            name=f"yolov5{_size}-coco",
+            filename=f"yolov5{_size}.pt",
+            subdir=f"yolov5{_size}_coco",
+            sha256="",
+            license="GPL-3.0 (weights of YOLOv5 v6.0; research use)",
+            architecture=f"YOLOv5{_size} v6 (COCO-80), official checkpoint",
+            url=f"{_GH}/ultralytics/yolov5/releases/download/v6.0/yolov5{_size}.pt",
+            notes="No published sha256: the hash is pinned on first use (docs/weights.md).",
+        )
+    )
+for _depth, _sha, _size in (
+    ("20", "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 1099231),
+    ("56", "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367", 3471733),
 ):
     _file = f"resnet{_depth}-{_sha[:8]}.th"
     register_weights(
         WeightSpec(
             name=f"cifar-resnet{_depth}",
             filename=_file,
+            size=_size,
             subdir="cifar10_resnet_weights",
             sha256=_sha,
             license="BSD-2-Clause",
@@ -286,11 +355,12 @@ register_weights(
     WeightSpec(
         name="retinaface-mobilenet0.25",
         filename="mobilenet0.25_Final.pth",
+        size=1789735,
         subdir="retinaface_weights",
         sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
         license="MIT",
         architecture="RetinaFace, MobileNet-0.25 backbone, 5 landmarks (WIDER FACE), biubug6 key layout",
-        url=f"{_GH}/biubug6/Face-Detector-1MB-with-landmark/raw/2b07565/weights/mobilenet0.25_Final.pth",
+        url=f"{_GH}/biubug6/Face-Detector-1MB-with-landmark/raw/2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth",
         notes="The face detector of the gfpgan restorer (faces/retinaface.py).",
     )
 )

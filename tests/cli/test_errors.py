@@ -15,9 +15,9 @@ def test_cli_user_errors_are_one_clear_line(case: str, shared_data: Path, tmp_pa
 
     monkeypatch.setenv("TASKBRIDGE_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("TASKBRIDGE_CACHE", str(tmp_path / "cache"))
-    if case == "missing weights":  # yolov5n-coco declares no URL: no network is touched
+    if case == "missing weights":  # downloads are off in the tests (conftest): no network is touched
         argv = ["evaluate", "--task", "yolov5n", "--data", str(shared_data / "coco8"), "--out", str(tmp_path / "o")]
-        expected = "Place 'yolov5n_state_dict.pt'"
+        expected = "taskbridge fetch yolov5n-coco"
     else:
         argv = ["restore", "--restorer", "identity", "--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
         expected = "nope"

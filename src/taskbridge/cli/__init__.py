@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "translate_cmd",
     "faces_cmd",
     "bench_cmd",
+    "fetch_cmd",
     "report_cmd",
     "demo_cmd",
 )

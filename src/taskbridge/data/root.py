@@ -7,14 +7,26 @@ from pathlib import Path
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """`explicit`, else $TASKBRIDGE_DATA, else ../shared/data relative to the working directory."""
-    root = explicit or os.environ.get("TASKBRIDGE_DATA") or Path.cwd() / ".." / "shared" / "data"
+    """`explicit`, else $TASKBRIDGE_DATA, else ../shared/data from the working directory when it exists,
+    else the cache's data folder ($TASKBRIDGE_CACHE/data), where `taskbridge fetch` puts data sets.
+
+    The last step is why a fresh checkout runs a recipe without any setup: its data sets are fetched
+    there on first use (taskbridge.fetch.datasets)."""
+    from taskbridge.fetch.download import cache_home, shared_data_dir
+
+    root = explicit or os.environ.get("TASKBRIDGE_DATA") or shared_data_dir() or cache_home() / "data"
     return Path(root).expanduser().resolve()
 
 
 def resolve_data_path(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
-    """Absolute paths and paths that exist from the working directory win; else relative to the data root."""
+    """Absolute paths and paths that exist from the working directory win; else relative to the data root,
+    where a registered data set that is absent is fetched first (see `taskbridge fetch`)."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    return data_root(root) / p
+    base = data_root(root)
+    if not (base / p).exists():
+        from taskbridge.fetch.datasets import fetch_if_missing
+
+        fetch_if_missing(base, p)
+    return base / p

@@ -13,7 +13,8 @@ Two sources:
   index pools `A`, `B` and `val`; A is degraded once by `degradation: {type: lowlight, ...}`
   under the run seed, B stays clean; `val` keeps labels for validation.
 
-`root` defaults to `$TASKBRIDGE_DATA`, else `../shared/data` relative to the working directory.
+`root` defaults to `$TASKBRIDGE_DATA`, else `../shared/data` relative to the working directory when it
+exists, else the cache's data folder; a registered data set absent from the root is fetched on first use.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def resolve_source(spec: Any, root: Path, where: str) -> list[Path]:
     files: list[Path] = []
     for item in items:
         p = Path(str(item)).expanduser()
+        if not p.is_absolute() and not (root / p).exists():
+            from taskbridge.fetch.datasets import fetch_if_missing
+
+            fetch_if_missing(root, p)  # a registered data set absent from the root: fetched on first use
         p = p if p.is_absolute() else root / p
         if any(ch in str(item) for ch in "*?["):
             hits = sorted(Path(h) for h in glob.glob(str(p), recursive=True) if Path(h).suffix.lower() in IMAGE_SUFFIXES)
