@@ -20,6 +20,10 @@ os.environ.setdefault("TASKBRIDGE_OFFLINE", "1")
 # One intra-op thread: the tests' tensors are small, and on a shared 2-core machine OpenMP threads
 # spin-wait; measured 10-25x slower small-tensor steps with 2 threads while another process ran.
 torch.set_num_threads(1)
+# ... and the CLI's default (every core) stays off for commands the tests run, in process (cli.main) or
+# as subprocesses: with OMP_NUM_THREADS set, `taskbridge` leaves torch's count alone. Besides speed, some
+# initial weights (QR/SVD-based, e.g. ODCR's) differ in their last bits with the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

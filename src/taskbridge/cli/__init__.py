@@ -128,3 +128,5 @@ def main() -> None:
     except user_errors as err:
         typer.echo(f"error: {err}", err=True)
         raise SystemExit(2) from None
+    finally:
+        _PROGRAM = False  # main() called in-process (tests) leaves later in-process callers as they were
