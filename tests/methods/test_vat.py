@@ -160,6 +160,25 @@ def test_detection_smoke_fake_detector(street: Tensor) -> None:
     assert vis["gate"].shape == clean[:2].shape
 
 
+def test_validation_probe_reports_the_gate_over_what_ran_inside_it(street: Tensor) -> None:
+    method = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None).eval()
+    photos = [0.3 * street[:2], 0.5 * street[2:5]]
+    with torch.no_grad():
+        method.translate(street[5:6])  # outside the probe: not counted
+        with method.validation_probe() as stats:
+            assert stats == {}  # filled on exit
+            for x in photos:
+                method.translate(x)
+        gates = torch.cat([method.T_A.fuse(Darken()(x).clamp(0, 1), x)[1].flatten() for x in photos]).double()
+    assert not method.T_A.fusion._forward_hooks  # the hook is gone
+    assert stats["gate_mean"] == pytest.approx(float(gates.mean()), rel=1e-9)
+    assert stats["gate_std"] == pytest.approx(float(gates.std(unbiased=False)), rel=1e-6)
+    ungated = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, use_gfm=False)
+    with ungated.validation_probe() as none:
+        ungated.translate(photos[0])
+    assert none == {}
+
+
 def test_empty_pseudo_labels_keep_cycle_loss(street: Tensor) -> None:
     task = FakeDetector(obj_bias=-30.0)  # never detects anything
     nuq = NUQ(bandwidth=1.0).fit(torch.randn(50, 5 + NC), torch.rand(50))

@@ -127,6 +127,7 @@ def test_main_vat_recipes_fit_five_steps(recipe: str, shared_data: Path, tmp_pat
     val = [r for r in rows if r["kind"] == "val"]
     assert len(val) == 1 and val[0]["step"] == 5
     assert all(torch.isfinite(torch.tensor(v)) for k, v in val[0].items() if k.startswith("val/"))
+    assert 0 < val[0]["val/gate_mean"] < 1 and val[0]["val/gate_std"] > 0  # VaT's gate over the val photos
     assert (tmp_path / "checkpoints" / "best").is_dir()
 
 

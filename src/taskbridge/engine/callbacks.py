@@ -7,6 +7,7 @@ where this process started), so an interrupted-and-resumed run makes the same RN
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -85,8 +86,10 @@ class Validation(Callback):
     def validate(self, run: Any, step: int) -> bool:
         """Log the validation metrics; True when `metric` improved on the best so far."""
         run.method.eval()
-        with torch.no_grad(), isolated_rng(run.device):
+        probe = getattr(run.method, "validation_probe", None)  # the method's own statistics (VaT: its gate)
+        with torch.no_grad(), isolated_rng(run.device), (probe() if probe else contextlib.nullcontext({})) as probed:
             metrics = {k: float(v) for k, v in dict(self.validator(self.model_factory(run.method), step)).items()}
+        metrics.update(probed)
         run.method.train()
         run.log_scalars({f"val/{k}": v for k, v in metrics.items()}, kind="val")
         run.last_metrics.update({f"val/{k}": v for k, v in metrics.items()})

@@ -17,13 +17,16 @@ nothing method-specific:
 * `visuals(batch)` -> named image batches for image grids; `callbacks()` -> training callbacks
   (EMA copies, statistics; `taskbridge.callbacks`); `training_state()` / `load_training_state()`
   -> state outside the state dict that exact resume needs (CycleGAN's image pools).
+* `validation_probe()` -> a context around one validation pass that fills a dict of the method's own
+  statistics over it (logged as `val/<key>`; VaT: the gate over the validation photos).
 
 All parameters exist after `__init__` (no lazy layers), so DDP and optimizers see all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
@@ -70,6 +73,11 @@ class Method(nn.Module):
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
         """Restore what `training_state` returned."""
+
+    @contextmanager
+    def validation_probe(self) -> Iterator[dict[str, float]]:
+        """Statistics of the method's internals over one validation pass; the dict is filled on exit."""
+        yield {}
 
 
 def check_no_reference(method: Method, reference: Tensor | None) -> None:

@@ -25,6 +25,8 @@ as Eq. 7 reads) for reproduction; ``inverse`` mirrors it in the same range; see 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +248,31 @@ class VaT(Method):
         if self.T_A.fusion is not None:
             parts = {"gate": self.T_A.fusion, **parts}
         return [ParameterDrift(parts)]
+
+    @contextmanager
+    def validation_probe(self) -> Iterator[dict[str, float]]:
+        """The gate over the validation photos (val/gate_mean, val/gate_std): whether the fusion moved where
+        it is scored, not only on the training batches (gate/mean); nothing without the gated fusion."""
+        stats: dict[str, float] = {}
+        if self.T_A.fusion is None:
+            yield stats
+            return
+        acc = [0.0, 0.0, 0]  # sum, sum of squares, count (float64 on the host: many photos, small values)
+
+        def record(module: nn.Module, inputs: Any, output: tuple[Tensor, Tensor]) -> None:
+            g = output[1].detach().double()
+            acc[0] += float(g.sum())
+            acc[1] += float((g * g).sum())
+            acc[2] += g.numel()
+
+        handle = self.T_A.fusion.register_forward_hook(record)
+        try:
+            yield stats
+        finally:
+            handle.remove()
+        if acc[2]:
+            mean = acc[0] / acc[2]
+            stats.update(gate_mean=mean, gate_std=max(acc[1] / acc[2] - mean * mean, 0.0) ** 0.5)
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"translator": [*self.T_A.parameters(), *self.T_B.parameters()]}

@@ -180,7 +180,8 @@ def section_gate(s: RunSummary) -> str:
         out.append("<h3>Over the validation split</h3>" + table(rows, ["key", "first", "last", "mean", "std", "min",
                                                                         "max"]))
     else:
-        out.append("<p class='note'>The gate over the validation split is not recorded by the run; "
+        out.append("<p class='note'>This run has no gate over the validation split (a run without validation, "
+                   "or one made before validation logged val/gate_mean); "
                    "<code>scripts/vat_gate_stats.py</code> computes it from a checkpoint.</p>")
     train_keys = sorted({k for r in s.rows("train") for k in r if k.startswith(("gate/", "drift/gate"))})
     rows = []
