@@ -25,6 +25,13 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pa
     return out
 
 
+def extra_run() -> dict[str, Path]:
+    """TASKBRIDGE_DEMO_RUN=RUN_FOLDER offers a really trained run too (the browser test then picks it): how
+    the README's picture was taken, with a 300-step VaT run instead of the 5-step smoke CycleGAN."""
+    folder = os.environ.get("TASKBRIDGE_DEMO_RUN")
+    return {Path(folder).name: Path(folder).resolve()} if folder else {}
+
+
 @pytest.fixture(scope="session")
 def demo_server(smoke_run: Path, shared_data: Path) -> Iterator[tuple[str, object]]:
     """The demo served on 127.0.0.1 at a free port from a thread: (base URL, server)."""
@@ -32,7 +39,7 @@ def demo_server(smoke_run: Path, shared_data: Path) -> Iterator[tuple[str, objec
 
     config = DemoConfig(working_size=320, max_upload_bytes=3 * 2**20, max_pixels=3_000_000,
                         restorers=("identity", "aodnet", "sci-easy"), tasks=("yolov5n", "cifar-resnet20"),
-                        runs={"smoke": smoke_run}, samples=find_samples(shared_data))
+                        runs={"smoke": smoke_run, **extra_run()}, samples=find_samples(shared_data))
     server = make_server(config, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -2,7 +2,8 @@
 
 Needs Debian's browser and driver (`apt-get install -y chromium chromium-driver`) and `pip install selenium`;
 skipped otherwise. The driver is given by path, so Selenium Manager downloads nothing. A screenshot goes to
-$TASKBRIDGE_DEMO_SCREENSHOT when set (docs/images/demo.png was made that way), else to the test's tmp_path.
+$TASKBRIDGE_DEMO_SCREENSHOT when set, else to the test's tmp_path; docs/images/demo.png was made with it and
+TASKBRIDGE_DEMO_RUN=runs/dehaze-det-vat (a 300-step VaT run offered and picked instead of the smoke run).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def test_upload_restore_translate_detect_in_the_browser(browser, demo_server, sh
     driver.find_element(By.ID, "file").send_keys(str(shared_data / DAWN))  # the file input of the drop zone
     _wait(driver, lambda d: d.execute_script("return document.body.dataset.photo") == "ready", 30)
     driver.find_element(By.CSS_SELECTOR, "input[name=restorer][value=aodnet]").click()
-    Select(driver.find_element(By.ID, "run")).select_by_value("smoke")
+    trained = os.environ.get("TASKBRIDGE_DEMO_RUN")  # offered by conftest.extra_run when set
+    Select(driver.find_element(By.ID, "run")).select_by_value(Path(trained).name if trained else "smoke")
     Select(driver.find_element(By.ID, "task")).select_by_value("yolov5n")
     driver.find_element(By.ID, "go").click()
     _wait(driver, lambda d: _state(d) in ("done", "error"))

@@ -170,8 +170,11 @@ def download_file(
                     raise DownloadError(f"{real}: HTTP {err.code} {err.reason}") from None
                 if attempt == retries:
                     why = getattr(err, "reason", None) or err
+                    if part.exists() and part.stat().st_size == 0:  # nothing arrived: nothing to resume
+                        part.unlink()
+                    kept = f"{part} is kept and the next try resumes it" if part.exists() else "nothing was received"
                     raise DownloadError(f"{real}: {type(err).__name__}: {why} (after {retries + 1} attempts; "
-                                        f"{part} is kept and the next try resumes it)") from None
+                                        f"{kept})") from None
         _verify(part, url, target, sha256, size, check)
         os.replace(part, target)
     finally:
