@@ -124,6 +124,18 @@ def test_fit_then_translate_over_the_corpus(corpus: Path, before: dict, tmp_path
     # one epoch of batch 1 reads every file: each bad one is listed once, with its reason, and was warned about
     assert sorted(s["file"] for s in summary["skipped"]) == sorted(_bad_images(corpus)), err[-3000:]
     assert all(s["reason"] and any(s["file"] in line for line in err.splitlines()) for s in summary["skipped"])
+    # the run's report over grids that cannot be read (the corpus's bad images put where grids go): a page with
+    # a note naming each, no traceback, the run's files untouched
+    for name in CORPUS.CORPUS_BAD_IMAGES:
+        (run_dir / "images").mkdir(exist_ok=True)
+        (run_dir / "images" / f"step_0000001_{Path(name).stem}.png").write_bytes((corpus / "images" / name).read_bytes())
+    run_files = _hashes(run_dir)
+    proc = run(["report", str(run_dir), "-o", str(tmp_path / "page.html")], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 0, err[-3000:]
+    page = (tmp_path / "page.html").read_text()
+    assert all(f"step_0000001_{Path(n).stem}.png" in page for n in CORPUS.CORPUS_BAD_IMAGES)
+    assert _hashes(run_dir) == run_files
     out = tmp_path / "translated"
     proc = run(["translate", "--ckpt", str(run_dir), "--in", str(corpus / "images"), "--out", str(out)], tmp_path)
     err = _clean(proc)
@@ -172,6 +184,46 @@ def test_evaluate_skips_bad_images_and_labels(corpus: Path, before: dict, tmp_pa
     assert _hashes(corpus) == before
 
 
+def test_demo_answers_every_corpus_image_in_one_line(corpus: Path, before: dict, tmp_path: Path) -> None:
+    """`taskbridge demo` as a user starts it: every corpus image uploaded; good ones come back with their
+    columns, bad ones as one line naming the upload; the server keeps serving; the corpus is untouched."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen([sys.executable, "-c", "from taskbridge.cli import main; main()", "demo", "--port", "0",
+                               "--size", "64", "--restorer", "identity", "--task", "yolov5n", "--runs-dir",
+                               str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=tmp_path)
+    try:
+        first = server.stdout.readline()
+        assert first.startswith("taskbridge demo: http://127.0.0.1:"), first + server.stderr.read()
+        url = first.split()[2]
+        replies = {}
+        for path in sorted((corpus / "images").iterdir()):
+            body = json.dumps({"image": "data:;base64," + base64.b64encode(path.read_bytes()).decode(),
+                               "filename": path.name, "restorers": ["identity"], "task": "yolov5n"}).encode()
+            req = urllib.request.Request(url + "api/run", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    replies[str(path)] = (resp.status, json.loads(resp.read()))
+            except urllib.error.HTTPError as bad:
+                replies[str(path)] = (bad.code, json.loads(bad.read()))
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    for file, (status, reply) in replies.items():
+        if file in _bad_images(corpus):
+            assert status == 400 and reply["error"].startswith(Path(file).name + ": ") and "\n" not in reply["error"]
+        else:
+            assert status == 200 and [c["key"] for c in reply["columns"]] == ["degraded", "restored-identity"], file
+    assert set(replies) == _bad_images(corpus) | _good_images(corpus)
+    assert _hashes(corpus) == before
+
+
 def test_evaluate_quality_skips_what_it_cannot_score(corpus: Path, before: dict, tmp_path: Path) -> None:
     proc = run(["evaluate-quality", "--pred", str(corpus / "images"), "--json", str(tmp_path / "q.json")], tmp_path)
     err = _clean(proc)
@@ -187,6 +239,18 @@ def test_evaluate_quality_skips_what_it_cannot_score(corpus: Path, before: dict,
 def test_bad_weights_are_one_line_and_never_run_code(weights: str, corpus: Path, before: dict, tmp_path: Path) -> None:
     proc = run(["restore", "-r", "aodnet", "-s", f"weights={corpus / 'weights' / weights}", "--in",
                 str(corpus / "nolabels" / "images"), "--out", str(tmp_path / "o")], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1 and weights in err
+    assert not (corpus / "weights" / CORPUS.PAYLOAD_MARKER).exists()
+    assert _hashes(corpus) == before
+
+
+@pytest.mark.parametrize("weights", ["zero.pth", "truncated.pth", "payload.pt"])
+def test_bad_yolov5_weights_are_one_line_and_never_run_code(weights: str, corpus: Path, before: dict,
+                                                           tmp_path: Path) -> None:
+    """The YOLOv5 task reads official checkpoints with its own unpickler: the same refusal as every other."""
+    proc = run(["evaluate", "--task", "yolov5n", "--task-opt", f"weights={corpus / 'weights' / weights}",
+                "--data", str(corpus / "detection"), "--out", str(tmp_path / "o")], tmp_path)
     err = _clean(proc)
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1 and weights in err
     assert not (corpus / "weights" / CORPUS.PAYLOAD_MARKER).exists()

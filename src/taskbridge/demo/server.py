@@ -280,7 +280,10 @@ class DemoEngine:
             source = str(request["sample"])
         else:
             raise DemoError("no photo: drop or pick one, or choose a sample")
-        photo, original = decode_photo(data, self.config)
+        try:
+            photo, original = decode_photo(data, self.config)
+        except DemoError as err:  # one line naming the photo, as every other command does
+            raise DemoError(f"{source}: {err}") from None
         timings["decode"] = _ms(t0)
         with self.lock, torch.no_grad():
             columns = self._columns(photo, list(dict.fromkeys(restorers)), run_label, timings)

@@ -11,6 +11,7 @@ import statistics
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from taskbridge.report.collect import RunSummary, checkpoint_rate, value
@@ -92,6 +93,15 @@ def img(data: bytes, alt: str, upscale_small: bool = False) -> str:
 def figure(data: bytes, caption: str, upscale_small: bool = False, show_caption: bool = True) -> str:
     text = f"<figcaption>{esc(caption)}</figcaption>" if show_caption else ""
     return f"<figure>{img(data, caption, upscale_small)}{text}</figure>"
+
+
+def grid_figure(path: Path, name: str) -> str:
+    """One grid of the run's images/ folder; a file that is not a PNG (damaged, emptied) becomes a note naming
+    it instead of a broken picture."""
+    data = path.read_bytes()
+    if png_size(data) is None:
+        return f"<p class='note'>images/{esc(path.name)}: not a readable PNG, left out.</p>"
+    return figure(data, name, upscale_small=True)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -238,8 +248,7 @@ def section_images(s: RunSummary, max_steps: int = MAX_IMAGE_STEPS) -> str:
     for i, im in enumerate(reversed(shown)):
         out.append(f"<details{' open' if i == 0 else ''}><summary>step {im.step}</summary>")
         for row in arrange(im.grids):
-            out.append("<div class='grid-row'>" + "".join(
-                figure(im.grids[n].read_bytes(), n, upscale_small=True) for n in row) + "</div>")
+            out.append("<div class='grid-row'>" + "".join(grid_figure(im.grids[n], n) for n in row) + "</div>")
         out.append("</details>")
     return "\n".join(out)
 
