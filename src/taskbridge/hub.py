@@ -143,11 +143,17 @@ def _find(spec: WeightSpec) -> Path | None:
 def locate(name: str) -> Path | None:
     """The local file `resolve` would return without downloading (its own file, else its fallback's), or None.
     Nothing is checked or downloaded: for listings such as `taskbridge list weights`."""
-    spec = weight_spec(name)
-    path = _find(spec)
-    if path is None and spec.fallback:
-        path = _find(weight_spec(spec.fallback))
-    return path
+    hit = _local(weight_spec(name))
+    return hit[1] if hit else None
+
+
+def _local(spec: WeightSpec) -> tuple[WeightSpec, Path] | None:
+    """The entry's own file, else its fallback's, with the entry whose sha256 applies to it."""
+    for candidate in (spec, weight_spec(spec.fallback) if spec.fallback else None):
+        path = _find(candidate) if candidate is not None else None
+        if path is not None:
+            return candidate, path
+    return None
 
 
 def resolve(name: str, *, download: bool = True, verify: bool = True) -> Path:
@@ -157,12 +163,10 @@ def resolve(name: str, *, download: bool = True, verify: bool = True) -> Path:
     places, then a download from the declared URL (unless `download=False` or TASKBRIDGE_OFFLINE=1).
     """
     spec = weight_spec(name)
-    for candidate in (spec, weight_spec(spec.fallback) if spec.fallback else None):
-        path = _find(candidate) if candidate is not None else None
-        if path is not None and candidate is not None:
-            if verify:
-                check_sha256(candidate, path)
-            return path
+    if hit := _local(spec):
+        if verify:
+            check_sha256(*hit)
+        return hit[1]
     target = cache_dir() / spec.filename
     if download and spec.url and not offline():
         try:  # a ChecksumError (the server sent other bytes) propagates as it is: nothing was placed
@@ -226,17 +230,20 @@ def _download(spec: WeightSpec, target: Path) -> None:
                       desc=spec.name)
 
 
+def weights_path(name_or_path: str | os.PathLike[str], **resolve_kwargs: Any) -> Path:
+    """An existing file as it is, else a known weights name resolved (found, checked, downloaded)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if str(name_or_path) in _SPECS:
+        return resolve(str(name_or_path), **resolve_kwargs)
+    raise WeightsNotFoundError(
+        f"'{name_or_path}' is neither an existing file nor a known weights name ({', '.join(weight_names())})")
+
+
 def load_state(name_or_path: str | os.PathLike[str], **resolve_kwargs: Any) -> Any:
     """Load a checkpoint safely (`weights_only=True`) by hub name or explicit path."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        if str(name_or_path) in _SPECS:
-            path = resolve(str(name_or_path), **resolve_kwargs)
-        else:
-            raise WeightsNotFoundError(
-                f"'{name_or_path}' is neither an existing file nor a known weights name "
-                f"({', '.join(weight_names())})"
-            )
+    path = weights_path(name_or_path, **resolve_kwargs)
     if path.stat().st_size == 0:
         raise WeightsLoadError(f"{path}: the file is empty (0 bytes); download or copy it again")
     try:

@@ -14,9 +14,9 @@ import typer
 
 
 def _size(n: int) -> str:
-    if not n:
-        return "?"
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
+    from taskbridge.fetch.datasets import human_size
+
+    return human_size(n) if n else "?"
 
 
 def _rows(root: Path) -> list[tuple[str, ...]]:

@@ -24,9 +24,16 @@ def resolve_data_path(path: str | os.PathLike[str], root: str | os.PathLike[str]
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    base = data_root(root)
-    if not (base / p).exists():
+    return under_root(data_root(root), p)
+
+
+def under_root(root: Path, path: Path) -> Path:
+    """`path` joined to the data root unless absolute; a registered data set it names that the root lacks is
+    fetched first (automatic fetch on first use, `taskbridge fetch`)."""
+    if path.is_absolute():
+        return path
+    if not (root / path).exists():
         from taskbridge.fetch.datasets import fetch_if_missing
 
-        fetch_if_missing(base, p)
-    return base / p
+        fetch_if_missing(root, path)
+    return root / path

@@ -44,18 +44,14 @@ def data_root(cfg: FoldersData | CifarData) -> Path:
 def resolve_source(spec: Any, root: Path, where: str) -> list[Path]:
     """Folder (recursive), glob pattern or list of files, each relative to `root` unless absolute."""
     from taskbridge.data.io import IMAGE_SUFFIXES, list_images
+    from taskbridge.data.root import under_root
 
     if spec is None:
         raise ConfigError(f"data.{where}: missing (a folder, glob or list of image files relative to {root})")
     items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     files: list[Path] = []
     for item in items:
-        p = Path(str(item)).expanduser()
-        if not p.is_absolute() and not (root / p).exists():
-            from taskbridge.fetch.datasets import fetch_if_missing
-
-            fetch_if_missing(root, p)  # a registered data set absent from the root: fetched on first use
-        p = p if p.is_absolute() else root / p
+        p = under_root(root, Path(str(item)).expanduser())  # a registered data set absent: fetched first
         if any(ch in str(item) for ch in "*?["):
             hits = sorted(Path(h) for h in glob.glob(str(p), recursive=True) if Path(h).suffix.lower() in IMAGE_SUFFIXES)
             if not hits:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from tqdm import tqdm
 
@@ -100,7 +99,8 @@ def data_set(name: str) -> DataSetSpec:
     return reg[name]
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
+    """Bytes as '25.1 MB' / '44 KB' (fetch messages and `fetch --list`)."""
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
 
 
@@ -124,7 +124,7 @@ def status(name: str, root: Path) -> str:
 
 def _cold_message(spec: DataSetSpec, root: Path, why: str) -> str:
     return (f"data set '{spec.name}' is not in {root} and {why}: run `taskbridge fetch {spec.name}` where "
-            f"downloads are allowed (source: {spec.source_url}, {len(spec.files)} files, {_human(spec.size)}), "
+            f"downloads are allowed (source: {spec.source_url}, {len(spec.files)} files, {human_size(spec.size)}), "
             f"or set TASKBRIDGE_DATA to a folder that holds {spec.name}/")
 
 
@@ -148,7 +148,7 @@ def fetch_data_set(name: str, root: Path, *, progress: bool = True, announce: bo
         raise DataNotFoundError(_cold_message(spec, root, "downloads are off (TASKBRIDGE_OFFLINE=1 or --offline)"))
     total = sum(f.size for f in todo)
     if announce:
-        tqdm.write(f"fetching data set '{name}' ({len(todo)} files, {_human(total)}) from {spec.source_url} "
+        tqdm.write(f"fetching data set '{name}' ({len(todo)} files, {human_size(total)}) from {spec.source_url} "
                    f"into {folder}", file=sys.stderr)
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -183,9 +183,3 @@ def fetch_if_missing(root: Path, rel: str | os.PathLike[str]) -> Path | None:
         return None
     folder, _ = fetch_data_set(parts[0], Path(root))
     return folder
-
-
-def describe(name: str) -> dict[str, Any]:
-    spec = data_set(name)
-    return {"name": name, "kind": "data", "size": spec.size, "licence": spec.licence_short, "source": spec.source,
-            "files": len(spec.files)}

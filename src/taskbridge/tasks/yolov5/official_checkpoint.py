@@ -174,15 +174,6 @@ def _allowed_global(module: str, name: str) -> Any:
     return None
 
 
-def allow_list() -> list[str]:
-    """Every global a checkpoint may name, as `module.name` (for docs and the report)."""
-    names = [f"{m}.{n}" for m, n in _STUBS]
-    names += [f"torch.{n}" for n in _STORAGE_DTYPES]
-    names += ["torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "collections.OrderedDict",
-              "builtins.set"]
-    return names
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only allow-listed globals; storages become lazy `_StorageRef`s of the zip's records."""
 
@@ -356,9 +347,7 @@ def is_official_checkpoint(path: str | os.PathLike[str]) -> bool:
 def load_yolov5_state(weights: str | os.PathLike[str]) -> Any:
     """What the YOLOv5 task reads: an official `.pt` through the restricted reader, anything else
     (a hub name, a plain re-saved state dict) through `hub.load_state`."""
-    path = Path(weights)
-    if not path.is_file() and str(weights) in hub.weight_names():
-        path = hub.resolve(str(weights))  # a hub name may point at the official file itself
-    if path.is_file() and is_official_checkpoint(path):
+    path = hub.weights_path(weights)  # a hub name may point at the official file itself
+    if is_official_checkpoint(path):
         return read_official_checkpoint(path)
-    return hub.load_state(path if path.is_file() else weights)
+    return hub.load_state(path)
