@@ -10,6 +10,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -62,19 +63,24 @@ def read_image(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32)
     """Read an image file as a CHW RGB tensor, float32 in [0, 1] or (`dtype=torch.uint8`) 8-bit, EXIF
     orientation applied. The 8-bit form is what huge photos are read as: a quarter of the memory."""
     path = Path(path)
+    return decode_image(path, str(path), dtype)
+
+
+def decode_image(source: Path | BinaryIO, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`read_image` of a file or of bytes already in memory (an upload: `io.BytesIO`); `name` goes into errors."""
     convert = _to_uint8_rgb if dtype == torch.uint8 else _to_float_rgb
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()  # forces decoding: truncated files fail here, not later
             img = ImageOps.exif_transpose(img) or img
             arr = convert(img)
     except FileNotFoundError:
         raise
     except Exception as err:  # any decoder failure (a PIL plugin may raise anything, e.g. an ImportError)
-        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err}). Remove or replace the "
+        raise ImageReadError(f"{name}: not a readable image ({type(err).__name__}: {err}). Remove or replace the "
                              "file.") from err
     if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageReadError(f"{path}: image has zero size")
+        raise ImageReadError(f"{name}: image has zero size")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 

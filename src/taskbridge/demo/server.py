@@ -24,7 +24,6 @@ import io
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import traceback
@@ -52,7 +51,6 @@ SAMPLE_FOLDERS: tuple[tuple[str, int], ...] = (
     ("lowlight_unlabeled_sci/medium", 1),
     ("lowlight_unlabeled_sci/difficult", 1),
 )
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class DemoError(ValueError):
@@ -107,6 +105,7 @@ def find_runs(folders: Iterable[str | os.PathLike[str]], depth: int = 3) -> dict
 
 def find_samples(root: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """A few photos from the shared data (DAWN fog, low-light) to try without uploading; none if absent."""
+    from taskbridge.data.io import IMAGE_SUFFIXES
     from taskbridge.data.root import data_root
 
     base = data_root(root)
@@ -127,7 +126,7 @@ def decode_photo(data: bytes, config: DemoConfig) -> tuple[Tensor, tuple[int, in
     and the photo's own (width, height). The header is checked first so a huge photo is never decoded."""
     from PIL import Image
 
-    from taskbridge.data.io import ImageReadError, read_image
+    from taskbridge.data.io import ImageReadError, decode_image
 
     if not data:
         raise DemoError("empty file: choose a photo")
@@ -142,29 +141,26 @@ def decode_photo(data: bytes, config: DemoConfig) -> tuple[Tensor, tuple[int, in
     if w * h > config.max_pixels:
         raise DemoError(f"photo too large ({w} x {h} = {w * h / 1e6:.0f} MP; the limit is "
                         f"{config.max_pixels / 1e6:.0f} MP)")
-    # the project's reader (EXIF rotation, 16-bit, alpha, truncated files), on a private temporary copy
-    with tempfile.TemporaryDirectory(prefix="taskbridge-demo-") as tmp:
-        path = Path(tmp) / "upload"
-        path.write_bytes(data)
-        try:
-            image = read_image(path, dtype=torch.uint8)
-        except ImageReadError as err:
-            reason = str(err.__cause__ or err).splitlines()[0]
-            raise DemoError(f"corrupt or unreadable image ({reason})") from None
+    # the project's reader (EXIF rotation, 16-bit, alpha, truncated files), on the bytes in memory
+    try:
+        image = decode_image(io.BytesIO(data), "upload", dtype=torch.uint8)
+    except ImageReadError as err:
+        reason = str(err.__cause__ or err).splitlines()[0]
+        raise DemoError(f"corrupt or unreadable image ({reason})") from None
     original = (int(image.shape[-1]), int(image.shape[-2]))
     return fit_working_size(image, config.working_size), original
 
 
 def fit_working_size(image: Tensor, size: int) -> Tensor:
     """uint8 [3, H, W] -> float [3, h, w] with max(h, w) <= size (antialiased, aspect kept), 8-bit values."""
-    from taskbridge.data.transforms import quantize8
+    from taskbridge.data.transforms import quantize8, resize_image
 
     x = image.float()[None] / 255.0
     h, w = x.shape[-2:]
     scale = size / max(h, w) if size and max(h, w) > size else 1.0
     if scale < 1.0:
         hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-        x = quantize8(F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False))
+        x = quantize8(resize_image(x, hw, "antialias"))
     return x[0]
 
 
@@ -172,12 +168,10 @@ def png_base64(image: Tensor) -> str:
     """uint8 or float [3, H, W] -> base64 PNG (fast compression: the page shows it at once)."""
     from PIL import Image
 
-    from taskbridge.data.transforms import to_uint8
+    from taskbridge.data.io import to_uint8_hwc
 
-    if image.dtype != torch.uint8:
-        image = to_uint8(image)
     buf = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy()).save(buf, format="PNG", compress_level=3)
+    Image.fromarray(to_uint8_hwc(image)).save(buf, format="PNG", compress_level=3)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
