@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import torch
@@ -287,13 +288,6 @@ def time_calls(fn: Callable[[], Any], iters: int, warmup: int, device: torch.dev
     return times
 
 
-def median(values: Sequence[float]) -> float:
-    """The median call: on a machine shared with other jobs, one slowed call does not move it."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def size_problem(net: nn.Module, size: int) -> str | None:
     """Why `net` cannot take size x size images (its fixed `out_size`/`face_size`, `min_size`, `size_multiple`)."""
     for attr in ("out_size", "face_size"):
@@ -385,7 +379,7 @@ def bench_translator(name: str, settings: Settings) -> Iterator[Row]:
                 flops, row.note = first_call(infer)  # also the lazy-init call
                 row.flops = None if flops is None else flops // settings.batch
                 row.seconds = time_calls(infer, settings.iters, settings.warmup, settings.device)
-                row.seconds_per_iter = seconds = median(row.seconds)
+                row.seconds_per_iter = seconds = median(row.seconds)  # one slowed call does not move it
                 row.images_per_s = settings.batch / seconds
                 row.peak_mb = mem.peak_mb()
             except Exception as err:  # noqa: BLE001 - out of memory or a size the network refuses: a skipped row
@@ -524,7 +518,7 @@ def bench_method(name: str, recipe_path: Path, settings: Settings) -> Iterator[R
                 row.flops, flop_note = first_call(one)  # also the lazy-init step
                 row.note = "; ".join(filter(None, [row.note, flop_note])) or None
                 row.seconds = time_calls(one, settings.iters, settings.warmup, settings.device)
-                row.seconds_per_iter = seconds = median(row.seconds)
+                row.seconds_per_iter = seconds = median(row.seconds)  # one slowed call does not move it
                 row.steps_per_s = 1.0 / seconds
                 row.images_per_s = settings.batch / seconds
                 row.peak_mb = mem.peak_mb()

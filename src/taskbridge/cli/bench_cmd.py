@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
         from tqdm import tqdm
 
         from taskbridge import bench
+        from taskbridge.cli.outputs import refuse_input_as_output
+        from taskbridge.data.io import atomic_write_text
         from taskbridge.engine.device import resolve_device
         from taskbridge.registry import METHODS, TRANSLATORS
 
@@ -83,8 +85,8 @@ def register(app: typer.Typer) -> None:
             trans_names = [] if only == "methods" else TRANSLATORS.names()
             if only != "translators":
                 jobs = [(n, r) for n in METHODS.names() for r in bench.method_recipes(n, recipes_dir)]
-        if json_path is not None and json_path.is_dir():
-            raise typer.BadParameter(f"--json: {json_path} is a folder; give a file name")
+        if json_path is not None:
+            refuse_input_as_output(json_path, [], "--json")
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise typer.BadParameter(f"--device {device}: CUDA is not available on this machine; use --device cpu")
@@ -100,9 +102,8 @@ def register(app: typer.Typer) -> None:
         rows: list[bench.Row] = []
 
         def write_json() -> None:  # after every row: an interrupted long run keeps what it measured
-            if json_path is not None:
-                json_path.parent.mkdir(parents=True, exist_ok=True)
-                json_path.write_text(json.dumps(bench.report(rows, env, settings), indent=1) + "\n")
+            if json_path is not None:  # atomic: an interrupt never leaves a cut file
+                atomic_write_text(json_path, json.dumps(bench.report(rows, env, settings), indent=1) + "\n")
 
         planned = list(bench.plan(trans_names, jobs, settings))
         with tqdm(total=sum(n for n, _ in planned), desc="bench", unit="row", disable=not progress,
@@ -123,7 +124,8 @@ def register(app: typer.Typer) -> None:
         typer.echo("# params M: all parameters; train M: a method's optimised ones. GFLOPs: translator per image "
                    "(inference), method per training step (forward + backward). peak MB: " + env["memory"])
         if json_path is not None:
-            write_json()
+            if not rows:  # otherwise the last row's write holds it all
+                write_json()
             typer.echo(f"wrote {json_path}")
 
 

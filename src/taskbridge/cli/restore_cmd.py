@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
             # in tiles for large photos: memory stays bounded, the result equals the untiled one
             out = restore_uint8(model, image.to(device), tile=tile)
             if pictures:
-                save_image(side_by_side([("input", image), (restorer, out.cpu())]), sides[path])
+                out = out.cpu()  # once: the picture and the written result share it
+                save_image(side_by_side([("input", image), (restorer, out)]), sides[path])
             return out
 
         written = write_each(files, mapping, skips, apply, f"restorer '{restorer}'", f"restore [{restorer}]")

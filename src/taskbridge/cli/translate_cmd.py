@@ -101,15 +101,17 @@ def register(app: typer.Typer) -> None:
 
         def apply(image: Tensor, path: Path) -> Tensor:
             # 8-bit in and out: huge photos are translated in bands of rows (at the run's working size)
-            out = model.translate_uint8(image.to(dev), ref)
+            x = image.to(dev)
+            out = model.translate_uint8(x, ref)
             if pictures:
                 from taskbridge.data.io import save_image
                 from taskbridge.inference.tiling import restore_uint8
 
+                out = out.cpu()  # once: the picture and the written result share it
                 panels = [("input", image)]
                 if alone is not None:  # what the restorer the run owns does on its own, at full resolution
-                    panels.append((f"{owns['restorer']} alone", restore_uint8(alone, image.to(dev)).cpu()))
-                panels.append((f"translated ({owns['method']})", out.cpu()))
+                    panels.append((f"{owns['restorer']} alone", restore_uint8(alone, x).cpu()))
+                panels.append((f"translated ({owns['method']})", out))
                 save_image(side_by_side(panels), sides[path])
             return out
 
