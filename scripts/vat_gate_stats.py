@@ -3,8 +3,9 @@
 VaT's output is T(I_F) with I_F = (1 - g) * restored + g * degraded (Eq. 5). At step 0 the gate is
 about 0.5 everywhere and T is the identity (global residual), so a translator that has learned little
 is "half the restorer". This prints, per checkpoint, the gate (weight of the degraded image: mean and
-10th-90th percentile) and mean absolute differences between the stages, at the working size the
-evaluations use. docs/results.md §3.1 and §3.3 quote it:
+10th-90th percentile), mean absolute differences between the stages, at the working size the
+evaluations use, and how far the weights of the gate and of the transformation module moved from
+the run's own initialisation (||w - w0|| / ||w0||, w0 rebuilt under the run's seed). docs/results.md §3.1 and §3.3 quote it:
 
     python scripts/vat_gate_stats.py --images ../shared/data/dawn_fog/images --subset recipes/splits/dawn_fog.json:test \\
         --init-seeds 0,1,2 runs/tables/dehaze-det-vat-s0 runs/tables/dehaze-det-vat-s1 runs/tables/dehaze-det-vat-s2
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from taskbridge.checkpoint import read_meta, resolve_checkpoint
 from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
+from taskbridge.engine.seed import seed_everything
 from taskbridge.inference import load_inference_model
 from taskbridge.inference.load import build_method
 
@@ -42,11 +44,25 @@ def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
                                     align_corners=False) for p in paths]).clamp(0, 1)
 
 
-def untrained(checkpoint: str, seed: int) -> torch.nn.Module:
-    """The checkpoint's method as built at step 0 (fresh initialisation under `seed`)."""
+def untrained(checkpoint: str, seed: int | None = None) -> torch.nn.Module:
+    """The checkpoint's method as built at step 0 (fresh initialisation under `seed`, default the run's)."""
     config = read_meta(resolve_checkpoint(checkpoint, prefer="best"))["config"]
-    torch.manual_seed(seed)
+    seed_everything(int(config.get("seed", 0)) if seed is None else seed)
     return build_method(config)
+
+
+def weight_drift(method: torch.nn.Module, start: torch.nn.Module) -> dict[str, float]:
+    """||w - w0|| / ||w0|| of the gate (fusion) and the transformation module of T_A."""
+    out = {}
+    for key, part in (("gate", "fusion"), ("transform", "transform")):
+        now, then = getattr(method.T_A, part), getattr(start.T_A, part)
+        if now is None or then is None:
+            out[key] = float("nan")
+            continue
+        w = torch.cat([p.detach().float().reshape(-1) for p in now.parameters()])
+        w0 = torch.cat([p.detach().float().reshape(-1) for p in then.parameters()])
+        out[key] = float((w - w0).norm() / w0.norm().clamp_min(1e-12))
+    return out
 
 
 @torch.no_grad()
@@ -75,15 +91,18 @@ def main() -> None:
     images = load_images(args.images, args.subset, args.size)
     print(f"{len(images)} images from {args.images}{' (' + args.subset + ')' if args.subset else ''} at {args.size} px; "
           "gate = weight of the degraded image; 'a vs b' = mean absolute difference in [0, 1]\n")
-    print("| checkpoint | gate mean (p10–p90) | T vs I_F | T vs restored | T vs degraded | restored vs degraded |")
-    print("|---|---|---|---|---|---|")
-    rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed))
+    print("| checkpoint | gate mean (p10–p90) | T vs I_F | T vs restored | T vs degraded | restored vs degraded "
+          "| gate weights moved | T weights moved |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed), None)
             for seed in (int(v) for v in args.init_seeds.split(",") if v.strip())]
-    rows += [(ck, load_inference_model(ck).method) for ck in args.checkpoints]
-    for name, method in rows:
+    rows += [(ck, load_inference_model(ck).method, weight_drift(load_inference_model(ck).method, untrained(ck)))
+             for ck in args.checkpoints]
+    for name, method, moved in rows:
         s = stats(method, name, images)
+        drift = f"{moved['gate']:.4f} | {moved['transform']:.4f}" if moved else "0 | 0"
         print(f"| {name} | {s['gate']:.3f} ({s['gate_p10']:.3f}–{s['gate_p90']:.3f}) | {s['out_fused']:.4f} | "
-              f"{s['out_restored']:.4f} | {s['out_degraded']:.4f} | {s['restored_degraded']:.4f} |")
+              f"{s['out_restored']:.4f} | {s['out_degraded']:.4f} | {s['restored_degraded']:.4f} | {drift} |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def _load(*over: str) -> RunConfig:
     ("train.device=gpu", "train.device: must be auto, cpu, cuda, cuda:N or mps (got 'gpu')"),
     ("train.stpes=3", "train.stpes: unknown key"),
     ("schedule.T_0=5", "schedule: T_0 do(es) not apply to a 'constant' schedule"),
-    ("data.crop=middle", "data.crop: must be 'random', 'center' or 'none' (got 'middle')"),
+    ("data.crop=middle", "data.crop: must be 'random', 'center', 'none' or 'random_resized' (got 'middle')"),
+    ("data.crop_scale=[0.5,0.2]", "data.crop_scale: must be [low, high] with 0 < low <= high <= 1 (got [0.5, 0.2])"),
 ])
 def test_bad_values_are_one_line_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -78,6 +79,9 @@ def test_method_section_options_are_typed_when_built() -> None:
         Trainer.from_recipe(SMOKE, ["method.generator.ngf=abc"])
     with pytest.raises(ConfigError, match=r"^method \(cyclegan\): lambda_A: must be >= 0 \(got -1\)$"):
         Trainer.from_recipe(SMOKE, ["method.lambda_A=-1"])
+    with pytest.raises(ConfigError, match=r"^method \(cyclegan\): .*\S$") as err:  # a constructor's ValueError
+        Trainer.from_recipe(SMOKE, ["method.gan_mode=nonsense"])
+    assert "\n" not in str(err.value)
 
 
 def test_null_drops_an_optimizer_group_a_recipe_set() -> None:

@@ -133,6 +133,11 @@ def build(registry: Any, section: Any, where: str) -> Any:
     except TypeError as err:
         text = str(err).replace(f"{registry.family} '{name}': ", "", 1)
         raise ConfigError(f"{where} ({name}): {text}") from None
+    except ConfigError:
+        raise
+    except ValueError as err:  # a constructor refusing a value: one line naming the section, no traceback
+        text = str(err)
+        raise ConfigError(text if text.startswith(where) else f"{where} ({name}): {text}") from None
     if getattr(obj, "name", None) is None:  # result files and messages name it as the recipe did
         with contextlib.suppress(AttributeError):
             obj.name = name

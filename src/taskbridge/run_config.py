@@ -107,7 +107,8 @@ class FoldersData(_Strict):
     degrade_A: Section | None = None
     size: Size = 256
     resize: Size | None = None
-    crop: Literal["random", "center", "none"] = "random"
+    crop: Literal["random", "center", "none", "random_resized"] = "random"
+    crop_scale: tuple[Unit, Unit] = (0.25, 1.0)  # random_resized: share of the photo's area a crop covers
     flip: bool = False
     keep_aspect: bool = False
     repair_each_epoch: bool = True
@@ -117,6 +118,13 @@ class FoldersData(_Strict):
     on_error: Literal["skip", "raise"] = "skip"
 
     _degrade = field_validator("degrade_A")(lambda v: _section(v, "degradation"))
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high <= 1")
+        return v
 
     @field_validator("train_A", "train_B")
     @classmethod
@@ -198,6 +206,8 @@ class OptimizerConfig(BaseModel):
     weight_decay: NonNegativeFloat | None = None
     betas: tuple[Unit, Unit] | None = None
     momentum: NonNegativeFloat | None = None
+    # per named parameter subset of the group (the method's `param_subsets()`), e.g. {gate: {lr: 1.0e-2}}
+    param_groups: dict[str, dict[str, Any]] | None = None
     schedule: ScheduleConfig | None = None
 
     def spec(self) -> dict[str, Any]:

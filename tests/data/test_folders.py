@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -185,3 +186,26 @@ def test_split_errors(tmp_path: Path) -> None:
         load_split(tmp_path / "overlap.json")
     with pytest.raises(FileNotFoundError, match="missing under"):
         split_paths({"train": ["nope.jpg"]}, tmp_path)
+
+
+def test_random_resized_crops_are_multi_scale_windows_of_the_photo(tmp_path: Path) -> None:
+    from PIL import Image
+
+    h, w = 120, 200
+    rows = np.repeat(np.linspace(0, 255, h).astype(np.uint8)[:, None], w, axis=1)  # value = row
+    Image.fromarray(np.stack([rows] * 3, -1)).save(tmp_path / "a.png")
+    ds = UnpairedDataset([tmp_path / "a.png"], [tmp_path / "a.png"], size=32, crop="random_resized",
+                         crop_scale=(0.25, 0.25), seed=1)
+    spans = []
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        a = ds[0]["A"]
+        assert a.shape == (3, 32, 32)
+        spans.append(float(a[0, :, 0].max() - a[0, :, 0].min()))  # share of the photo's height in the window
+    assert all(0.5 * 0.75**0.5 - 0.05 < s < 0.5 * (4 / 3) ** 0.5 + 0.05 for s in spans)  # area 1/4, aspect 3/4..4/3
+    assert len({round(s, 3) for s in spans}) > 1  # the window changes with the epoch
+    ds.set_epoch(0)
+    assert torch.equal(ds[0]["A"], UnpairedDataset([tmp_path / "a.png"], [tmp_path / "a.png"], size=32,
+                                                   crop="random_resized", crop_scale=(0.25, 0.25), seed=1)[0]["A"])
+    with pytest.raises(ValueError, match="crop_scale"):
+        UnpairedDataset([tmp_path / "a.png"], [tmp_path / "a.png"], size=32, crop="random_resized", crop_scale=(0.5, 0.2))

@@ -21,6 +21,7 @@ from taskbridge.config import build
 from taskbridge.data.io import list_images, read_image
 from taskbridge.methods.vat import VaT
 from taskbridge.registry import METHODS, TASKS
+from taskbridge.registry import TRANSLATORS as TRANSLATORS_REG
 from taskbridge.tasks.base import Detections, DetectionTargets, DetectionTask
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_detector
 
@@ -269,3 +270,91 @@ def test_detection_smoke_real_yolov5n(shared_data: Path) -> None:
     method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, pseudo_views="paper")
     logs = run_steps(method, [{"A": 0.3 * imgs[:2], "B": imgs[2:4]}], steps=2)
     assert math.isfinite(logs[-1]["loss/translator"].item()) and "mle/hq" in logs[0]
+
+
+# ---------------------------------------------------------------- issue 15 levers (each a recipe option)
+
+
+def test_small_noise_last_conv_gives_the_inner_layers_gradient_at_step_0(street: Tensor) -> None:
+    def inner_grad(std: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        t = build(TRANSLATORS_REG, {"type": "vat", "width": 4, "global_residual": True, "out_init_std": std,
+                                    "gated": False}, "t")
+        x = street[:2]
+        y = t(x)
+        (y - x.flip(-1)).abs().mean().backward()  # any loss that wants a change
+        return float(t.transform.embed.weight.grad.abs().sum()), float((y - x).abs().max())
+
+    zero_grad, zero_change = inner_grad(0.0)
+    noise_grad, noise_change = inner_grad(1e-3)
+    assert zero_grad == 0.0 and zero_change == 0.0  # the exact identity: inner layers get nothing
+    assert noise_grad > 0.0 and 0.0 < noise_change < 0.05  # next to the identity, and every layer learns
+
+
+def test_param_groups_give_the_gate_its_own_learning_rate(street: Tensor) -> None:
+    from taskbridge.config import ConfigError
+    from taskbridge.engine.optim import build_optimizer
+
+    m = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None)
+    params, subsets = m.optim_groups()["translator"], m.param_subsets()["translator"]
+    opt = build_optimizer(params, {"type": "adamw", "lr": 1e-4, "param_groups": {"gate": {"lr": 1e-2}}},
+                          "optim.translator", subsets)
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert by_lr[1e-2] == {id(p) for p in m.T_A.fusion.parameters()}
+    assert by_lr[1e-4] == {id(p) for p in params} - by_lr[1e-2]
+    with pytest.raises(ConfigError, match=r"optim.translator.param_groups: no parameter subset gates; .*gate"):
+        build_optimizer(params, {"type": "adamw", "lr": 1e-4, "param_groups": {"gates": {"lr": 1e-2}}},
+                        "optim.translator", subsets)
+
+
+def test_classes_bg_weight_and_calibrated_conf_hi(street: Tensor, shared_data: Path) -> None:
+    batch = {"A": 0.3 * street[:2], "B": street[2:4]}
+    task = FakeDetector()
+    base = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None)
+    torch.manual_seed(0)
+    base.training_step(batch, 0)
+    labels_all = torch.cat([t.labels for t in task.calls])
+    assert len(set(labels_all.tolist())) > 1
+    task.calls.clear()
+    only = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, classes=[int(labels_all[0])])
+    only.training_step(batch, 0)
+    kept = torch.cat([t.labels for t in task.calls])
+    assert len(kept) and set(kept.tolist()) == {int(labels_all[0])}
+
+    seen: list[float | None] = []
+    real_loss = task.loss
+
+    def spy(raw: Tensor, targets: DetectionTargets, background_weight: float | None = None):
+        seen.append(background_weight)
+        return real_loss(raw, targets, background_weight)
+
+    task.loss = spy  # type: ignore[method-assign]
+    for w in (1.0, 0.25):
+        torch.manual_seed(0)  # the same network and mixup draws; only the background weight differs
+        m = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, bg_weight=w)
+        m.training_step(batch, 0)
+    half = len(seen) // 2
+    assert half and seen[half:] == pytest.approx([0.25 * s for s in seen[:half]])
+
+    fit = {"folder": str(shared_data / "coco256_street" / "images" / "val2017"), "split": "val", "size": 64,
+           "max_images": 8}
+    cal = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq_fit=fit, conf_hi_quantile=0.5)
+    cal.fit_nuq()
+    scores = torch.cat([d.scores for d in cal.task.predict(street_batch(shared_data, 8, 64), conf_thres=0.1)])
+    assert cal.conf_hi == pytest.approx(float(scores.quantile(0.5)), abs=1e-6) and cal.conf_hi != 0.5
+    with pytest.raises(ValueError, match="conf_hi_quantile calibrates on the clean images of method.nuq_fit"):
+        VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, conf_hi_quantile=0.5)
+
+
+def test_reference_augmentation_keeps_weights_with_their_boxes(street: Tensor) -> None:
+    """Mosaic and cutout move boxes between images and drop some: every target still gets its own weight."""
+    task = FakeDetector()
+    nuq = fit_nuq_from_detector(task, street[4:], split="coco256_street/val2017[4:8]", batch_size=2)
+    m = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq,
+            augment={"mosaic": 1.0, "cutout": 1.0, "scale_p": 1.0})
+    assert m.augment is not None and m.augment.mosaic == 1.0
+    torch.manual_seed(0)
+    logs = run_steps(m, [{"A": 0.3 * street[:4], "B": street[4:8]}], steps=2)
+    assert "mle/translation" in logs[0] and logs[0]["labels/translation_certain"] > 0
+    with pytest.raises(ValueError, match="method.augment: mosaic"):
+        VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, augment={"mosaic": 2.0})

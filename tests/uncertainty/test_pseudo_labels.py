@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taskbridge.tasks.base import Detections
-from taskbridge.uncertainty.augment import augment_batch
+from taskbridge.uncertainty.augment import AugmentPolicy, augment_batch
 from taskbridge.uncertainty.certainty import (
     background_weight,
     certainty_masks,
@@ -119,7 +119,7 @@ def test_augment_flips_boxes_with_images() -> None:
     img[:, :, :, :4] = 1.0  # bright stripe on the left
     d = [dets([[0, 0, 4, 16]], [0.9], [0], 0.0)] * 2
     torch.manual_seed(3)
-    out, nd = augment_batch(img, d, p_flip=1.0, p_gamma=0.0)
+    out, nd = augment_batch(img, d, AugmentPolicy(flip=1, gamma_p=0, scale_p=0, mosaic=0, cutout=0))
     assert out[:, :, :, -4:].min() == 1.0 and nd[0].boxes.tolist() == [[28, 0, 32, 16]]
-    out, nd = augment_batch(img, d, p_flip=0.0, p_gamma=1.0)
+    out, nd = augment_batch(img, d, AugmentPolicy(flip=0, gamma_p=1, scale_p=0, mosaic=0, cutout=0))
     assert nd[1].boxes.tolist() == [[0, 0, 4, 16]] and out.max() <= 1.0 and out[:, :, :, 4:].max() == 0.0

@@ -14,6 +14,7 @@ their own copy of the dataset and would not see the new epoch: leave it off.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -76,6 +77,9 @@ class UnpairedDataset(EpochDataset):
     CycleGAN's ``resize_and_crop`` and VaT; with ``keep_aspect=True`` the short side becomes
     `resize`), then a `crop` of `size` ("random", "center" or "none"); an image smaller than
     `size` is first upscaled (aspect kept) so the crop fits; optional random horizontal `flip`.
+    ``crop="random_resized"`` takes a random window covering a share in `crop_scale` of the photo's
+    area (aspect between 3/4 and 4/3 of the photo's, at most the whole photo) and resizes it to `size`:
+    multi-scale views of full-resolution photos, so small objects appear at a size a detector sees.
     Unreadable files are skipped with a warning naming them (the next file of the same side
     takes their place) or raise (`on_error="raise"`). With `skip_log` set (the trainer sets it to
     `<run>/skipped.jsonl`), each skip is also appended there as one JSON line, from whichever loader
@@ -94,9 +98,13 @@ class UnpairedDataset(EpochDataset):
         on_error: str = "skip",
         keep_aspect: bool = False,
         repair_each_epoch: bool = True,
+        crop_scale: tuple[float, float] = (0.25, 1.0),
     ) -> None:
-        if crop not in ("random", "center", "none"):
-            raise ValueError(f"crop must be 'random', 'center' or 'none', got {crop!r}")
+        if crop not in ("random", "center", "none", "random_resized"):
+            raise ValueError(f"crop must be 'random', 'center', 'none' or 'random_resized', got {crop!r}")
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got {tuple(crop_scale)}")
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.a_files = resolve_files(a_files)
@@ -157,7 +165,9 @@ class UnpairedDataset(EpochDataset):
                 image = resize_image(image, (max(1, round(h * r)), max(1, round(w * r))))
             else:
                 image = resize_image(image, self.resize)  # type: ignore[arg-type]
-        if self.crop != "none":
+        if self.crop == "random_resized":
+            image = self._random_resized(image, g)
+        elif self.crop != "none":
             th, tw = self.size
             h, w = image.shape[-2:]
             if h < th or w < tw:  # too small to crop: upscale, aspect kept
@@ -173,6 +183,17 @@ class UnpairedDataset(EpochDataset):
         if self.flip and bool(torch.rand(1, generator=g) < 0.5):
             image = image.flip(-1)
         return image.contiguous()
+
+    def _random_resized(self, image: Tensor, g: torch.Generator) -> Tensor:
+        h, w = image.shape[-2:]
+        lo, hi = self.crop_scale
+        area = (lo + (hi - lo) * float(torch.rand(1, generator=g))) * h * w
+        aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * float(torch.rand(1, generator=g)))  # w/h change
+        ch = min(h, max(1, round(math.sqrt(area / aspect * h / w))))
+        cw = min(w, max(1, round(math.sqrt(area * aspect * w / h))))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+        return resize_image(image[:, top : top + ch, left : left + cw], self.size)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ia, ib = self.pair_indices(index)

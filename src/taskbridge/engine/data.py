@@ -118,7 +118,7 @@ def _plan_folders(cfg: FoldersData, seed: int, output_dir: Path | None) -> DataP
         if overlap:
             raise ConfigError(f"data: val_A and train_A share {len(overlap)} file(s), e.g. {sorted(overlap)[0]}")
     ds: Dataset = UnpairedDataset(
-        a_files, b_files, size=cfg.size, resize=cfg.resize, crop=cfg.crop, flip=cfg.flip, seed=seed,
+        a_files, b_files, size=cfg.size, resize=cfg.resize, crop=cfg.crop, crop_scale=cfg.crop_scale, flip=cfg.flip, seed=seed,
         on_error=cfg.on_error, keep_aspect=cfg.keep_aspect, repair_each_epoch=cfg.repair_each_epoch,
     )
     info.update(train_A=len(a_files), train_B=len(b_files), val_A=len(val_files) if val_files else 0)

@@ -35,9 +35,34 @@ _OPTIMIZERS: dict[str, type[Optimizer]] = {
 OPTIMIZER_TYPES = tuple(_OPTIMIZERS)
 
 
-def build_optimizer(params: Iterable[nn.Parameter], spec: dict[str, Any], where: str = "optim") -> Optimizer:
-    """`spec` = {type, lr, ...torch keyword arguments}; unknown keywords fail naming the key."""
+def _param_groups(params: list[nn.Parameter], overrides: Mapping[str, Any], subsets: Mapping[str, Iterable[nn.Parameter]],
+                  where: str) -> list[dict[str, Any]]:
+    """torch parameter groups: each named subset with its own options, the rest with the group's."""
+    unknown = sorted(set(overrides) - set(subsets))
+    if unknown:
+        have = ", ".join(subsets) or "none"
+        raise ConfigError(f"{where}.param_groups: no parameter subset {', '.join(unknown)}; the method has {have}")
+    ids = {id(p) for p in params}
+    taken: set[int] = set()
+    groups = []
+    for name, options in overrides.items():
+        members = [p for p in subsets[name] if id(p) in ids and id(p) not in taken]
+        taken.update(id(p) for p in members)
+        if members:
+            groups.append({"params": members, **dict(options or {})})
+    rest = [p for p in params if id(p) not in taken]
+    return ([{"params": rest}] if rest else []) + groups
+
+
+def build_optimizer(params: Iterable[nn.Parameter], spec: dict[str, Any], where: str = "optim",
+                    subsets: Mapping[str, Iterable[nn.Parameter]] | None = None) -> Optimizer:
+    """`spec` = {type, lr, ...torch keyword arguments}; unknown keywords fail naming the key.
+
+    `spec["param_groups"]` = {subset: {lr: ..., ...}} gives named parameter subsets of the group
+    (`subsets`, from the method's `param_subsets()`) their own options in the same optimizer, e.g.
+    VaT's gate at a higher learning rate than its transformation module (one backward, one step)."""
     opts = dict(spec)
+    overrides = dict(opts.pop("param_groups", None) or {})
     name = str(opts.pop("type", "adam")).lower()
     if name not in _OPTIMIZERS:
         raise ConfigError(f"{where}.type: unknown optimizer '{name}'; one of {', '.join(OPTIMIZER_TYPES)}")
@@ -48,8 +73,9 @@ def build_optimizer(params: Iterable[nn.Parameter], spec: dict[str, Any], where:
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ConfigError(f"{where}: the group has no trainable parameters")
+    groups: list[Any] = _param_groups(params, overrides, subsets or {}, where) if overrides else params
     try:
-        return _OPTIMIZERS[name](params, **opts)
+        return _OPTIMIZERS[name](groups, **opts)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from err
 

@@ -216,6 +216,7 @@ class Trainer:
         if unknown:
             raise ConfigError(f"optim: no method group(s) {', '.join(unknown)}; the method has {', '.join(self.groups)}")
         defaults = self.method.default_optim()
+        subsets = self.method.param_subsets()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.intervals: dict[str, str] = {}
@@ -224,7 +225,7 @@ class Trainer:
             group = optim_cfg.get(g)
             spec = merge_group_spec(defaults.get(g), group.spec() if group is not None else None)
             schedule = (group.schedule if group is not None else None) or self.cfg.schedule
-            self.optimizers[g] = build_optimizer(params, spec, where=f"optim.{g}")
+            self.optimizers[g] = build_optimizer(params, spec, where=f"optim.{g}", subsets=subsets.get(g))
             total = self.total_steps if schedule.interval == "step" else max(1, math.ceil(self.total_steps / self.steps_per_epoch))
             self.schedule_types[g] = schedule.type
             self.schedulers[g], self.intervals[g] = build_scheduler(self.optimizers[g], schedule, total, where=f"schedule ({g})")

@@ -6,7 +6,8 @@ frozen models it needs (restorer, task model) and holds only its objective. The 
 nothing method-specific:
 
 * `optim_groups()` -> ordered {group: parameters}; one optimizer per group, built by the engine
-  from the recipe's `optim.<group>` section over `default_optim()`.
+  from the recipe's `optim.<group>` section over `default_optim()`; `param_subsets()` names parts
+  of a group that `optim.<group>.param_groups` may give their own options.
 * `training_step(batch, step)` -> dict of tensors with the scalar `loss/<group>` for every group;
   the engine back-propagates them in group order, stepping that group's optimizer after each (GAN
   generator and discriminator updates alternate like the references). Other keys are logged.
@@ -47,6 +48,11 @@ class Method(nn.Module):
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError
+
+    def param_subsets(self) -> dict[str, dict[str, list[nn.Parameter]]]:
+        """Named parameter subsets per optimizer group ({group: {subset: params}}) that a recipe's
+        `optim.<group>.param_groups` may give their own learning rate or weight decay."""
+        return {}
 
     def default_optim(self) -> dict[str, dict[str, Any]]:
         """Per-group optimizer defaults, e.g. {'G': {'type': 'adam', 'lr': 2e-4, 'betas': [0.5, 0.999]}}."""

@@ -44,7 +44,7 @@ from taskbridge.registry import METHODS, RESTORERS, TASKS, TRANSLATORS
 from taskbridge.run_config import describe_errors
 from taskbridge.tasks.base import ClassificationTargets, Detections, DetectionTargets
 from taskbridge.translators.vat import VaTTranslator
-from taskbridge.uncertainty.augment import augment_batch
+from taskbridge.uncertainty.augment import AugmentPolicy, augment_batch_with_origin, gather_rows
 from taskbridge.uncertainty.certainty import WEIGHTINGS, background_weight, detections_to_targets
 from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, sample_clean_share
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
@@ -142,12 +142,15 @@ class VaT(Method):
         nuq_fit: NuqFit | dict[str, Any] | None = None,
         u_threshold: PositiveFloat | None = None,
         conf_hi: Unit = 0.5,
+        conf_hi_quantile: Unit | None = None,
         conf_lo: Unit = 0.2,
         pseudo_conf: Unit = 0.1,
         pseudo_iou: Unit = 0.6,
         pseudo_max_det: PositiveInt = 1000,
         pseudo_views: str = "code",
-        augment: bool = False,
+        classes: list[int] | None = None,
+        bg_weight: NonNegativeFloat = 1.0,
+        augment: bool | AugmentPolicy | dict[str, Any] = False,
         cycle_weight: NonNegativeFloat = 1.0,
         mle_weight: NonNegativeFloat = 1.0,
     ) -> None:
@@ -181,11 +184,23 @@ class VaT(Method):
         self.mixup, self.mixup_alpha, self.mixup_sampler = mixup, mixup_alpha, mixup_sampler
         self.weighting, self.umix_c, self.umix_eta = weighting, umix_c, umix_eta
         self.conf_hi, self.conf_lo = conf_hi, conf_lo
+        # conf_hi_quantile: the certain threshold is calibrated to the detector (that quantile of its
+        # confidences on the clean NUQ-fit images) at the first training step, replacing conf_hi
+        self.conf_hi_quantile = conf_hi_quantile
+        self._conf_calibrated = conf_hi_quantile is None
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.bg_weight = bg_weight
         self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det = pseudo_conf, pseudo_iou, pseudo_max_det
-        self.pseudo_views, self.augment = pseudo_views, augment
+        self.pseudo_views = pseudo_views
+        # augment: false (the paper), true (the reference code's set: flip, gamma x gain, scale, mosaic, cutout)
+        # or {flip: p, mosaic: p, ...} (uncertainty.augment.AugmentPolicy)
+        self.augment = self._check_augment(augment)
         self.cycle_weight, self.mle_weight = cycle_weight, mle_weight
         self.u_threshold = u_threshold
-        self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None else None
+        self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or conf_hi_quantile is not None else None
+        if conf_hi_quantile is not None and (self._nuq_fit is None or self.kind != "detection"):
+            raise ValueError("method.conf_hi_quantile calibrates on the clean images of method.nuq_fit (detection "
+                             "tasks): set nuq_fit, or give conf_hi as a number")
         self.nuq: NUQ | None = NUQ.load(nuq) if isinstance(nuq, (str, Path)) else nuq
         self._apply_threshold()
         if self.nuq is None and self._nuq_fit is None and use_mle:
@@ -193,6 +208,17 @@ class VaT(Method):
                           "weighting are off (u' = offset for every label)", stacklevel=2)
         if not (use_cycle or use_mle):
             raise ValueError("method: use_cycle and use_mle are both false: nothing to train")
+
+    @staticmethod
+    def _check_augment(augment: bool | AugmentPolicy | dict[str, Any]) -> AugmentPolicy | None:
+        if isinstance(augment, bool):
+            return AugmentPolicy() if augment else None
+        if isinstance(augment, AugmentPolicy):
+            return augment
+        try:
+            return AugmentPolicy.model_validate(dict(augment))
+        except ValidationError as err:
+            raise ValueError(f"method.augment: {describe_errors(err)}") from None
 
     # ------------------------------------------------------------------ NUQ
     def _apply_threshold(self) -> None:
@@ -222,6 +248,7 @@ class VaT(Method):
         """Fit the NUQ from `nuq_fit` (lazily, at the first training step, on the task's device), so
         building the method for evaluation never pays for it. Save it with `nuq_fit.save` and pass
         `nuq: <path>` to reuse it."""
+        self._calibrate_conf_hi()
         if self.nuq is not None or self._nuq_fit is None:
             return self.nuq
         opts = self._nuq_fit
@@ -240,6 +267,26 @@ class VaT(Method):
         self.nuq = fitted
         self._apply_threshold()
         return fitted
+
+    @torch.no_grad()
+    def _calibrate_conf_hi(self) -> None:
+        """conf_hi = `conf_hi_quantile` of the detector's pseudo-label confidences (above pseudo_conf, of the
+        evaluated `classes`) on the clean NUQ-fit images at their fit size: a threshold relative to this
+        detector's own score scale instead of a fixed 0.5 (which keeps ~0.45 labels per 160 px photo)."""
+        if self._conf_calibrated:
+            return
+        opts = self._nuq_fit
+        assert opts is not None and self.conf_hi_quantile is not None
+        dev = next(self.task.parameters()).device
+        scores = [d.scores for batch in _fit_images(opts.folder, opts.max_images, opts.size or 256, opts.batch_size)
+                  for d in predict_views(self.task, [batch.to(dev)], self.pseudo_conf, self.pseudo_iou,
+                                         self.pseudo_max_det, self.classes)[0]]
+        found = torch.cat(scores) if scores else torch.zeros(0)
+        if found.numel() == 0:
+            raise ValueError(f"method.conf_hi_quantile: the detector finds nothing above pseudo_conf "
+                             f"{self.pseudo_conf} on {opts.folder}")
+        self.conf_hi = float(torch.quantile(found.float().cpu(), float(self.conf_hi_quantile)))
+        self._conf_calibrated = True
 
     # ------------------------------------------------------------------ Method contract
     def callbacks(self) -> list[Callback]:
@@ -276,6 +323,13 @@ class VaT(Method):
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"translator": [*self.T_A.parameters(), *self.T_B.parameters()]}
+
+    def param_subsets(self) -> dict[str, dict[str, list[nn.Parameter]]]:
+        """`optim.translator.param_groups` may set gate (the fusion), transform (T_A's UTM), backward (T_B)."""
+        subsets = {"transform": list(self.T_A.transform.parameters()), "backward": list(self.T_B.parameters())}
+        if self.T_A.fusion is not None:
+            subsets = {"gate": list(self.T_A.fusion.parameters()), **subsets}
+        return {"translator": subsets}
 
     def default_optim(self) -> dict[str, dict[str, Any]]:
         return {"translator": {"type": "adamw", "lr": 1e-4, "weight_decay": 1e-4, "betas": [0.9, 0.999]}}
@@ -398,7 +452,7 @@ class VaT(Method):
         need_l = self.flows["translation"] and self.pseudo_views == "code"
         with torch.no_grad():
             views = [b, a, r] + ([fused.detach(), out.detach().clamp(0, 1)] if need_l else [])
-            pv = predict_views(self.task, views, self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det)
+            pv = predict_views(self.task, views, self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det, self.classes)
             y_hq = pv[0]
             y_lq = union_nms([pv[1], pv[2]], self.pseudo_iou, self.pseudo_max_det)
             y_l = union_nms([pv[3], pv[2], pv[1], pv[4]], self.pseudo_iou, self.pseudo_max_det) if need_l else y_lq
@@ -408,7 +462,12 @@ class VaT(Method):
         share1, share2 = self._shares()
         hw = (h, w)
         zero = out.sum() * 0.0
-        total, logs = zero, {"mix/clean_share": torch.tensor(share1, device=a.device)}
+        total, logs = zero, {"mix/clean_share": torch.tensor(share1, device=a.device),
+                             "labels/conf_hi": torch.tensor(self.conf_hi, device=a.device)}
+
+        def bg_of(tg: DetectionTargets) -> float | None:
+            bg = background_weight(tg)
+            return None if bg is None else bg * self.bg_weight
 
         def targets_of(parts: list[tuple[list[Detections], list[Tensor], list[Tensor] | None, float, float]],
                        tag: str) -> DetectionTargets:
@@ -424,24 +483,25 @@ class VaT(Method):
             tg = targets_of([(y_lq, s_lq, w_lq, 1.0 - share1, self.conf_lo), (y_hq, s_hq, w_hq, share1, self.conf_lo)],
                             "fusion")
             if len(tg):
-                loss = self._flow_loss("fusion", mix(fused, b, share1), tg, background_weight(tg))
+                loss = self._flow_loss("fusion", mix(fused, b, share1), tg, bg_of(tg))
                 total = total + loss
                 logs["mle/fusion"] = loss.detach()
         if self.flows["translation"]:
-            src, y_src = fused.detach(), y_l
-            if self.augment:
-                src, y_src = augment_batch(src, y_l)
-            tg = targets_of([(y_src, s_l, w_l, 1.0 - share2, self.conf_lo), (y_hq, s_hq, w_hq, share2, self.conf_lo)],
-                            "translation")
+            src, y_src, s_src, w_src = fused.detach(), y_l, s_l, w_l
+            if self.augment is not None:  # boxes may be dropped or move between images: scores/weights follow
+                src, y_src, origin = augment_batch_with_origin(src, y_l, self.augment)
+                s_src, w_src = gather_rows(s_l, origin), gather_rows(w_l, origin)
+            tg = targets_of([(y_src, s_src, w_src, 1.0 - share2, self.conf_lo),
+                             (y_hq, s_hq, w_hq, share2, self.conf_lo)], "translation")
             if len(tg):
                 x = self.T_A.transform(mix(src, b, share2))
-                loss = self._flow_loss("translation", x, tg, background_weight(tg))
+                loss = self._flow_loss("translation", x, tg, bg_of(tg))
                 total = total + loss
                 logs["mle/translation"] = loss.detach()
         if self.flows["hq"]:
             tg = targets_of([(y_hq, s_hq, None, 1.0, self.conf_hi)], "hq")
             if len(tg):
-                loss = self._flow_loss("hq", self.T_A.transform(b), tg, background_weight(tg))
+                loss = self._flow_loss("hq", self.T_A.transform(b), tg, bg_of(tg))
                 total = total + loss
                 logs["mle/hq"] = loss.detach()
         logs["mle/total"] = total.detach()

@@ -89,13 +89,18 @@ def union_nms(
 @torch.no_grad()
 def predict_views(
     task: Any, views: Sequence[Tensor], conf_thres: float = 0.1, iou_thres: float = 0.6, max_det: int = 1000,
+    classes: Sequence[int] | None = None,
 ) -> list[list[Detections]]:
-    """Run the frozen detector once on all views (concatenated on the batch axis), split per view."""
+    """Run the frozen detector once on all views (concatenated on the batch axis), split per view;
+    `classes` keeps only those model classes (the ones the task is evaluated on)."""
     if not views:
         return []
     b = views[0].shape[0]
     dets = task.predict(torch.cat(list(views)), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det,
                         multi_label=False, return_features=True)
+    if classes is not None:
+        wanted = torch.tensor(list(classes), dtype=torch.long)
+        dets = [d.select(torch.isin(d.labels, wanted.to(d.labels.device))) for d in dets]
     return [list(dets[i * b:(i + 1) * b]) for i in range(len(views))]
 
 
