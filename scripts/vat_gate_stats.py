@@ -5,7 +5,9 @@ about 0.5 everywhere and T is the identity (global residual), so a translator th
 is "half the restorer". This prints, per checkpoint, the gate (weight of the degraded image: mean and
 10th-90th percentile), mean absolute differences between the stages, at the working size the
 evaluations use, and how far the weights of the gate and of the transformation module moved from
-the run's own initialisation (||w - w0|| / ||w0||, w0 rebuilt under the run's seed). docs/results.md §3.1 and §3.3 quote it:
+the run's own initialisation (||w - w0|| / ||w0||, w0 rebuilt under the run's seed). For run folders it
+also summarises the training log: certain pseudo-labels per image (fusion flow), the certain threshold,
+and the validation score and gate at every validation. docs/results.md §3.1 and §3.3 quote it:
 
     python scripts/vat_gate_stats.py --images ../shared/data/dawn_fog/images --subset recipes/splits/dawn_fog.json:test \\
         --init-seeds 0,1,2 runs/tables/dehaze-det-vat-s0 runs/tables/dehaze-det-vat-s1 runs/tables/dehaze-det-vat-s2
@@ -15,6 +17,7 @@ the run's own initialisation (||w - w0|| / ||w0||, w0 rebuilt under the run's se
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -103,6 +106,35 @@ def main() -> None:
         drift = f"{moved['gate']:.4f} | {moved['transform']:.4f}" if moved else "0 | 0"
         print(f"| {name} | {s['gate']:.3f} ({s['gate_p10']:.3f}–{s['gate_p90']:.3f}) | {s['out_fused']:.4f} | "
               f"{s['out_restored']:.4f} | {s['out_degraded']:.4f} | {s['restored_degraded']:.4f} | {drift} |")
+    print_logs(args.checkpoints)
+
+
+def log_summary(run: Path) -> str | None:
+    """One table row from a run's metrics.jsonl (None when the folder has no log)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    config = read_meta(resolve_checkpoint(str(run), prefer="best"))["config"]
+    batch = int((config.get("data") or {}).get("batch_size", 1))
+    metric = (config.get("val") or {}).get("metric") or "metric"
+    train = [r for r in rows if "labels/fusion_certain" in r]
+    certain = sum(r["labels/fusion_certain"] for r in train) / max(1, len(train)) / batch
+    conf = [r["labels/conf_hi"] for r in train if "labels/conf_hi" in r]
+    vals = ", ".join(f"{r['step']}: {r[f'val/{metric}']:.3f} ({r['val/gate_mean']:.2f})" for r in rows
+                     if f"val/{metric}" in r and "val/gate_mean" in r)
+    return (f"| {run} | {certain:.2f} | {conf[-1] if conf else 0.5:.3f} | "
+            f"{train[-1].get('drift/gate', float('nan')) if train else float('nan'):.3f} | {vals} |")
+
+
+def print_logs(checkpoints: list[str]) -> None:
+    lines = [line for line in (log_summary(Path(ck)) for ck in checkpoints if Path(ck, "metrics.jsonl").is_file())
+             if line]
+    if lines:
+        print("\n| run | certain labels / image (fusion) | conf_hi | gate weights moved (last log) "
+              "| validation step: score (gate mean) |")
+        print("|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -29,12 +29,15 @@ def test_drift_is_zero_for_an_unmoved_run_and_positive_for_a_trained_one(shared_
     _tiny_run(shared_data, tmp_path / "moved", 1e-2)
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "vat_gate_stats.py"), "--images",
                           str(shared_data / "coco256_street" / "images" / "val2017"), "--size", "32",
-                          str(tmp_path / "still" / "checkpoints" / "step_0000002"),
-                          str(tmp_path / "moved" / "checkpoints" / "step_0000002")],
+                          str(tmp_path / "still"),
+                          str(tmp_path / "moved")],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr
-    rows = [line.split("|") for line in res.stdout.splitlines() if line.startswith("| /")]
+    table, _, logs = res.stdout.partition("certain labels / image")
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| /")]
     assert len(rows) == 2
+    log_rows = [line.split("|") for line in logs.splitlines() if line.startswith("| /")]
+    assert len(log_rows) == 2 and all(float(r[2]) >= 0 for r in log_rows)  # labels per image from metrics.jsonl
     still, moved = ([float(c) for c in r[-3:-1]] for r in rows)
     assert still == [0.0, 0.0]  # lr 0: the rebuilt initialisation is exactly the checkpoint
     assert moved[0] > 0 and moved[1] > 0  # lr 1e-2 for two steps moves both parts

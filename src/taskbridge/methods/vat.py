@@ -18,6 +18,12 @@ A flow with no surviving labels is skipped (its label counts are logged; L_cyc s
 loss is asserted finite. Classification tasks: pseudo-label = argmax of the most confident view,
 NUQ feature = logits, targets = soft label rows (share * weight * one-hot) through the task loss.
 
+Options beyond the paper, each off by default (docs/results.md §3.1 measures them): `classes`
+(pseudo-labels of the evaluated classes only), `conf_hi_quantile` (the certain threshold calibrated to
+the detector), `bg_weight` (scales the background-objectness weight), `augment` (the reference code's
+augmentation of the translation flow); with the translator's `out_init_std`, the optimizer's
+`param_groups` (e.g. the gate's own lr) and the data's `crop: random_resized`.
+
 [decision] `weighting` defaults to ``official`` (0.5 + 500 u, grows with uncertainty, as coded and
 as Eq. 7 reads) for reproduction; ``inverse`` mirrors it in the same range; see `uncertainty.certainty`.
 """
