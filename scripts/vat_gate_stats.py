@@ -17,19 +17,20 @@ and the validation score and gate at every validation. docs/results.md §3.1 and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from taskbridge.callbacks import flat_parameters, relative_drift
 from taskbridge.checkpoint import read_meta, resolve_checkpoint
 from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
 from taskbridge.engine.seed import seed_everything
 from taskbridge.inference import load_inference_model
 from taskbridge.inference.load import build_method
+from taskbridge.report.collect import read_metrics
 
 
 def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
@@ -55,16 +56,12 @@ def untrained(checkpoint: str, seed: int | None = None) -> torch.nn.Module:
 
 
 def weight_drift(method: torch.nn.Module, start: torch.nn.Module) -> dict[str, float]:
-    """||w - w0|| / ||w0|| of the gate (fusion) and the transformation module of T_A."""
+    """||w - w0|| / ||w0|| of the gate (fusion) and the transformation module of T_A (as drift/* in training)."""
     out = {}
     for key, part in (("gate", "fusion"), ("transform", "transform")):
         now, then = getattr(method.T_A, part), getattr(start.T_A, part)
-        if now is None or then is None:
-            out[key] = float("nan")
-            continue
-        w = torch.cat([p.detach().float().reshape(-1) for p in now.parameters()])
-        w0 = torch.cat([p.detach().float().reshape(-1) for p in then.parameters()])
-        out[key] = float((w - w0).norm() / w0.norm().clamp_min(1e-12))
+        out[key] = (float("nan") if now is None or then is None
+                    else relative_drift(flat_parameters(now), flat_parameters(then)))
     return out
 
 
@@ -99,8 +96,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed), None)
             for seed in (int(v) for v in args.init_seeds.split(",") if v.strip())]
-    rows += [(ck, load_inference_model(ck).method, weight_drift(load_inference_model(ck).method, untrained(ck)))
-             for ck in args.checkpoints]
+    for ck in args.checkpoints:
+        method = load_inference_model(ck).method
+        rows.append((ck, method, weight_drift(method, untrained(ck))))
     for name, method, moved in rows:
         s = stats(method, name, images)
         drift = f"{moved['gate']:.4f} | {moved['transform']:.4f}" if moved else "0 | 0"
@@ -114,7 +112,7 @@ def log_summary(run: Path) -> str | None:
     path = run / "metrics.jsonl"
     if not path.is_file():
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(path, [])
     config = read_meta(resolve_checkpoint(str(run), prefer="best"))["config"]
     batch = int((config.get("data") or {}).get("batch_size", 1))
     metric = (config.get("val") or {}).get("metric") or "metric"
@@ -128,8 +126,7 @@ def log_summary(run: Path) -> str | None:
 
 
 def print_logs(checkpoints: list[str]) -> None:
-    lines = [line for line in (log_summary(Path(ck)) for ck in checkpoints if Path(ck, "metrics.jsonl").is_file())
-             if line]
+    lines = [line for line in (log_summary(Path(ck)) for ck in checkpoints) if line]
     if lines:
         print("\n| run | certain labels / image (fusion) | conf_hi | gate weights moved (last log) "
               "| validation step: score (gate mean) |")

@@ -442,11 +442,12 @@ class TrainStep:
         self.groups = {g: list(p) for g, p in method.optim_groups().items()}
         defaults = method.default_optim()
         optim = recipe.get("optim") or {}
+        subsets = method.param_subsets()
         self.optimizers = {}
         for g, params in self.groups.items():
             override = {k: v for k, v in dict(optim.get(g) or {}).items() if v is not None and k != "schedule"}
             self.optimizers[g] = build_optimizer(params, merge_group_spec(defaults.get(g), override), where=f"optim.{g}",
-                                                 subsets=method.param_subsets().get(g))
+                                                 subsets=subsets.get(g))
         self.grad_clip = (recipe.get("train") or {}).get("grad_clip")
         self.scaler = torch.amp.GradScaler(enabled=False)  # bf16 autocast (--amp) needs no loss scaling
         self.step = 1  # from 1: step-0 extras (e.g. lazy R1 every 16 steps) are not over-represented

@@ -91,6 +91,17 @@ class EMA(Callback):
             t.copy_(s)
 
 
+def flat_parameters(module: nn.Module) -> Tensor:
+    """All of a module's parameters as one float vector on the CPU (empty for none)."""
+    params = [p.detach().float().reshape(-1) for p in module.parameters()]
+    return torch.cat(params).cpu() if params else torch.zeros(0)
+
+
+def relative_drift(now: Tensor, start: Tensor) -> float:
+    """||w - w0|| / ||w0||: how far a flattened network moved from where it started."""
+    return float((now - start).norm() / start.norm().clamp_min(1e-12))
+
+
 class ParameterDrift(Callback):
     """Logs how far named parts of the method moved from where this run started: ||w - w0|| / ||w0||.
 
@@ -102,23 +113,15 @@ class ParameterDrift(Callback):
         self.parts, self.name = dict(parts), name
         self.start: dict[str, Tensor] = {}
 
-    @staticmethod
-    def _flat(module: nn.Module) -> Tensor:
-        params = [p.detach().float().reshape(-1) for p in module.parameters()]
-        return torch.cat(params).cpu() if params else torch.zeros(0)
-
     def on_fit_start(self, run: TrainingRun) -> None:
         for key, module in self.parts.items():
-            self.start.setdefault(key, self._flat(module).clone())
+            self.start.setdefault(key, flat_parameters(module).clone())
 
     def on_step_end(self, run: TrainingRun, batch: Any, outputs: Mapping[str, Any]) -> None:
         if not run.log_due:
             return
-        values = {}
-        for key, module in self.parts.items():
-            w, w0 = self._flat(module), self.start[key]
-            values[f"drift/{key}"] = float((w - w0).norm() / w0.norm().clamp_min(1e-12))
-        run.log_scalars(values)
+        run.log_scalars({f"drift/{key}": relative_drift(flat_parameters(module), self.start[key])
+                         for key, module in self.parts.items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {"start": dict(self.start)}

@@ -258,12 +258,11 @@ class VaT(Method):
         if self.nuq is not None or self._nuq_fit is None:
             return self.nuq
         opts = self._nuq_fit
-        default_size = 256 if self.kind == "detection" else 32
         if opts.folder.endswith(".npz"):
             batches = _fit_npz_pool(opts.folder, str(opts.pool), dict(opts.fractions or {}), opts.seed,
                                     opts.max_images, opts.batch_size)
         else:
-            batches = _fit_images(opts.folder, opts.max_images, opts.size or default_size, opts.batch_size)
+            batches = _fit_images(opts.folder, opts.max_images, self._fit_size, opts.batch_size)
         common = {"split": opts.split, "refit": opts.refit, "holdout": opts.holdout, "quantile": opts.quantile}
         fitted = (fit_nuq_from_detector(self.task, batches, conf_thres=self.pseudo_conf, **common)
                   if self.kind == "detection" else fit_nuq_from_classifier(self.task, batches, **common))
@@ -273,6 +272,12 @@ class VaT(Method):
         self.nuq = fitted
         self._apply_threshold()
         return fitted
+
+    @property
+    def _fit_size(self) -> int | tuple[int, int]:
+        """Size of the NUQ-fit images: `nuq_fit.size`, default 256 (detection) / 32 (classification)."""
+        assert self._nuq_fit is not None
+        return self._nuq_fit.size or (256 if self.kind == "detection" else 32)
 
     @torch.no_grad()
     def _calibrate_conf_hi(self) -> None:
@@ -284,7 +289,7 @@ class VaT(Method):
         opts = self._nuq_fit
         assert opts is not None and self.conf_hi_quantile is not None
         dev = next(self.task.parameters()).device
-        scores = [d.scores for batch in _fit_images(opts.folder, opts.max_images, opts.size or 256, opts.batch_size)
+        scores = [d.scores for batch in _fit_images(opts.folder, opts.max_images, self._fit_size, opts.batch_size)
                   for d in predict_views(self.task, [batch.to(dev)], self.pseudo_conf, self.pseudo_iou,
                                          self.pseudo_max_det, self.classes)[0]]
         found = torch.cat(scores) if scores else torch.zeros(0)
