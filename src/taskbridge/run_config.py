@@ -59,6 +59,7 @@ class TrainConfig(_Strict):
     log_every: PositiveInt = 50
     ckpt_every: NonNegativeInt = 1000  # 0: only at the end
     val_every: NonNegativeInt = 0  # 0: only at the end (when there is validation)
+    val_at_start: bool = False  # also score the network as built (step 0), so selection may keep it
     image_every: NonNegativeInt = 500  # 0: never
     amp: Literal[False, True, "auto", "bf16", "bfloat16", "fp16", "float16"] = False  # CUDA only
     grad_clip: Annotated[float, Field(gt=0)] | None = None  # max L2 norm per group

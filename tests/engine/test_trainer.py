@@ -145,6 +145,32 @@ def test_validation_selects_best_on_val_split(shared_data: Path, tmp_path: Path)
     assert any("loss/G" in r and "lr/G" in r for r in rows if r["kind"] == "train")
 
 
+def test_validation_at_start_lets_selection_keep_the_network_as_built(shared_data: Path, tmp_path: Path) -> None:
+    """Training that only makes validation worse selects step 0, whose weights are the initial ones;
+    a resumed run does not score its start again."""
+    scores = {0: 0.9, 4: 0.5, 7: 0.6}
+    calls: list[int] = []
+
+    def validator(translator: torch.nn.Module, step: int) -> dict[str, float]:
+        calls.append(step)
+        return {"acc": scores[step]}
+
+    cfg = tiny_config(tmp_path, val_every=4, val_at_start=True)
+    cfg["val"] = {"metric": "acc", "mode": "max"}
+    t = Trainer(cfg, train_data=tiny_pairs(shared_data), validator=validator)
+    start = {k: v.clone() for k, v in t.method.state_dict().items()}
+    t.fit(until=4)
+    assert calls == [0, 4]
+    meta = ckpt.read_meta(tmp_path / "checkpoints" / "best")
+    assert meta["step"] == 0 and meta["selected_by"]["value"] == 0.9
+    best = load_inference_model(tmp_path / "checkpoints" / "best")
+    assert torch.equal(best.method.net[0].weight, start["net.0.weight"])
+    assert not torch.equal(t.method.net[0].weight, start["net.0.weight"])  # training did move it
+    resumed = Trainer(cfg, train_data=tiny_pairs(shared_data), validator=validator)
+    res = resumed.fit(resume="auto")
+    assert calls == [0, 4, 7] and res["best_value"] == 0.9
+
+
 def test_images_and_tensorboard(shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     t = _trainer(shared_data, tmp_path, image_every=2, tensorboard=True, steps=2)

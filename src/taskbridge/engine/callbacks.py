@@ -62,23 +62,31 @@ class ImageGrids(Callback):
 class Validation(Callback):
     """Scores the method as an inference model on the validation split; keeps `best` by `metric`/`mode`.
 
-    Runs every `every` steps (0: never in between) and after the last step of the run.
+    Runs every `every` steps (0: never in between) and after the last step of the run; with `at_start`
+    also before the first step of a fresh run, so that a training that only makes the network worse
+    on validation selects the network as built (an honest "training added nothing").
     """
 
     name = "validation"
 
     def __init__(self, validator: Validator, every: int, metric: str | None, mode: str, split: str,
-                 model_factory: Callable[[nn.Module], nn.Module]) -> None:
-        self.validator, self.every = validator, int(every)
+                 model_factory: Callable[[nn.Module], nn.Module], at_start: bool = False) -> None:
+        self.validator, self.every, self.at_start = validator, int(every), at_start
         self.metric, self.mode, self.split = metric, mode, split
         self.model_factory = model_factory
         self.best_value: float | None = None
         self.best_step: int | None = None  # when `best_value` was reached (None after resuming an older run)
 
+    def on_fit_start(self, run: Any) -> None:
+        if self.at_start and run.step == 0:  # a resumed run validated its start already
+            self._validate_and_keep(run, 0)
+
     def on_step_end(self, run: Any, batch: Any, outputs: Mapping[str, Any]) -> None:
         step = run.step
-        if not ((self.every and step % self.every == 0) or step >= run.total_steps):
-            return
+        if (self.every and step % self.every == 0) or step >= run.total_steps:
+            self._validate_and_keep(run, step)
+
+    def _validate_and_keep(self, run: Any, step: int) -> None:
         if self.validate(run, step):
             run.save(run.BEST, selected_by={"split": self.split, "metric": self.metric, "mode": self.mode,
                                              "value": self.best_value, "step": step})

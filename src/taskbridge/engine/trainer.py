@@ -54,8 +54,8 @@ RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "images", "tb", "report.json", 
                  SKIP_LOG, "report.html", "run_info.json")
 #: recipe keys that may change when a run is resumed (how long, where and how it logs; not what it learns)
 RESUMABLE_CHANGES = ("name", "notes", "output_dir", "train.steps", "train.epochs", "train.device", "train.progress",
-                     "train.tensorboard", "train.log_every", "train.ckpt_every", "train.val_every", "train.image_every",
-                     "train.keep_last", "data.num_workers")
+                     "train.tensorboard", "train.log_every", "train.ckpt_every", "train.val_every", "train.val_at_start",
+                     "train.image_every", "train.keep_last", "data.num_workers")
 
 
 class _Plain(EpochDataset):
@@ -208,7 +208,8 @@ class Trainer:
         def as_stage(method: nn.Module) -> nn.Module:
             return Pipeline([InferenceModel(method, inference.working_size, inference.residual)]).eval()
 
-        return Validation(validator, self.spec.val_every, val.metric, val.mode, val.split_name, as_stage)
+        return Validation(validator, self.spec.val_every, val.metric, val.mode, val.split_name, as_stage,
+                          at_start=self.spec.val_at_start)
 
     def _build_optim(self) -> None:
         optim_cfg = self.cfg.optim
