@@ -18,17 +18,21 @@ Each evaluation also scores the translated images (`taskbridge evaluate --qualit
 the clean image where the degradation is synthetic, NIQE where images are large enough).
 
 The printed table (also runs/tables/<plan>-table.md) covers every run of the plan's recipes found
-under --root, so separate invocations (seeds, ablations) add up to one table.
+under --root, so separate invocations (seeds, ablations) add up to one table. Invocations may run side
+by side (one per seed): their fits go in parallel, their scoring one at a time (a lock file in --root).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DAWN_TEST = ["--task", "yolov5n", "--data", "{data}/dawn_fog", "--subset", "recipes/splits/dawn_fog.json:test",
@@ -142,6 +146,15 @@ def evaluate(plan: dict, out: Path, data: str, split: str, extra: list[str], log
     return json.loads(done.read_text())["runs"]
 
 
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """One invocation at a time past this point: several seeds run side by side share the baseline rows."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def row(result: dict, plan: dict) -> dict[str, float]:
     r = {plan["metric"]: float(result[plan["metric"]])}
     per = result.get("voc", {}).get("per_class", {})
@@ -224,28 +237,32 @@ def main() -> None:
                      "--resume", "auto", *args.overrides], log)
             split = str(out / "split_pools.json")
             split_for_baseline = split_for_baseline or split
-            res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)
+            with exclusive(root / f"{args.plan}-scoring.lock"):
+                res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)
             table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan))
             run_dirs.append(out)
-    # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
-    # their evaluations are brought up to date (quality pass) with the same settings
-    fresh = {(run_name(r), s) for r in recipes for s in args.seeds}
-    for pattern in plan.get("table", [f"{run_name(plan['recipes'][0])}*"]):
-        for run_dir in sorted(root.glob(f"{pattern}-s*")):
-            recipe, _, seed = run_dir.name.rpartition("-s")
-            if not seed.isdigit() or (recipe, int(seed)) in fresh or not (run_dir / "checkpoints" / "best").is_dir():
-                continue
-            if not finished(run_dir):
-                print(f"skipped {run_dir}: still training, or stopped before its last step", flush=True)
-                continue
-            split = str(run_dir / "split_pools.json")
-            res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir)],
-                           log, run_dir)
-            split_for_baseline = split_for_baseline or split
-            table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
-            run_dirs.append(run_dir)
-    base = evaluate(plan, root / f"{args.plan}-baselines", args.data, split_for_baseline,
-                    ["--restorer", plan["restorer"]], log)
+    # fits of invocations run side by side (one per seed) go in parallel; scoring, which reaches the other
+    # invocations' runs and the shared baseline rows, is one invocation at a time (the next finds it done)
+    with exclusive(root / f"{args.plan}-scoring.lock"):
+        # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
+        # their evaluations are brought up to date (quality pass) with the same settings
+        fresh = {(run_name(r), s) for r in recipes for s in args.seeds}
+        for pattern in plan.get("table", [f"{run_name(plan['recipes'][0])}*"]):
+            for run_dir in sorted(root.glob(f"{pattern}-s*")):
+                recipe, _, seed = run_dir.name.rpartition("-s")
+                if not seed.isdigit() or (recipe, int(seed)) in fresh or not (run_dir / "checkpoints" / "best").is_dir():
+                    continue
+                if not finished(run_dir):
+                    print(f"skipped {run_dir}: still training, or stopped before its last step", flush=True)
+                    continue
+                split = str(run_dir / "split_pools.json")
+                res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir)],
+                               log, run_dir)
+                split_for_baseline = split_for_baseline or split
+                table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
+                run_dirs.append(run_dir)
+        base = evaluate(plan, root / f"{args.plan}-baselines", args.data, split_for_baseline,
+                        ["--restorer", plan["restorer"]], log)
     rows = {name: [row(r, plan)] for name, r in base.items()}
     rows.update(table)
     cols = [plan["metric"], *plan["classes"]]
@@ -255,7 +272,8 @@ def main() -> None:
         cells = [fmt([r[c] for r in results if c in r]) for c in cols]
         lines.append(f"| {name} | {len(results) if name in table else '-'} | {' | '.join(cells)} |")
     if "real_photos" in plan:
-        niqe = real_photo_niqe(plan, args.data, root, run_dirs, log)
+        with exclusive(root / f"{args.plan}-scoring.lock"):
+            niqe = real_photo_niqe(plan, args.data, root, run_dirs, log)
         lines += ["", f"NIQE (lower is better) on the unlabelled real photos of {plan['real_photos']['folder']}:", "",
                   "| run | n seeds | NIQE |", "|---|---|---|"]
         lines += [f"| {name} | {len(v) if name in table else '-'} | {fmt(v)} |" for name, v in niqe.items()]
