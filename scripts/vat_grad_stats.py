@@ -15,8 +15,10 @@ gradients g_k with mean m:
 * `batches for SNR 1`: noise^2 / signal^2, how many batches must be averaged before the common
   direction is as large as the noise (inf: none found);
 * `sign agreement`: mean over weights of |mean_k sign(g_k)| (1: every batch pushes each weight the
-  same way; a direction-free gradient gives about sqrt(2 / (pi K)), printed as the floor). Adam's
-  per-weight steps follow the sign, so this is what decides whether its steps add up or cancel.
+  same way; a direction-free gradient gives about sqrt(2 / (pi K)), printed as the floor; a batch in
+  which the term has no certain label gives zeros and counts as no push, so values fall below the
+  floor when labels are rare). Adam's per-weight steps follow the sign, so this is what decides
+  whether its steps add up or cancel.
 
 Then the cosine between the terms' mean gradients on each part (do they pull together or against?).
 docs/results.md §3.1 quotes it:

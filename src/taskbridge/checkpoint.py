@@ -103,6 +103,11 @@ def frozen_prefixes(method: nn.Module) -> list[str]:
     declared = getattr(method, "frozen_modules", None)
     if declared is not None:
         return [f"{name}." for name in declared]
+    return untrained_prefixes(method)
+
+
+def untrained_prefixes(method: nn.Module) -> list[str]:
+    """Every maximal submodule that owns parameters none of which requires grad (`name.`)."""
     out: list[str] = []
     for name, mod in method.named_modules():
         if not name or any(name.startswith(p) for p in out):

@@ -358,3 +358,44 @@ def test_reference_augmentation_keeps_weights_with_their_boxes(street: Tensor) -
     assert "mle/translation" in logs[0] and logs[0]["labels/translation_certain"] > 0
     with pytest.raises(ValueError, match="method.augment: mosaic"):
         VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, augment={"mosaic": 2.0})
+
+
+@pytest.mark.filterwarnings("ignore:VaT. no NUQ given")
+def test_ema_teacher_labels_the_translation_flow_and_is_checkpointed(street: Tensor, monkeypatch) -> None:
+    """With method.teacher_ema the pseudo-labels' fused/translated views are the teacher's, the teacher
+    follows the trained network by EMA, and checkpoints keep it (it changes without gradients)."""
+    import taskbridge.methods.vat as vat_module
+    from taskbridge.checkpoint import frozen_prefixes, trainable_state, untrained_prefixes
+
+    torch.manual_seed(0)
+    m = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4, "global_residual": True}, nuq=None,
+            mixup="none", teacher_ema=0.9)
+    plain = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4, "global_residual": True}, nuq=None)
+    assert frozen_prefixes(plain) == untrained_prefixes(plain)  # nothing changes without a teacher
+    assert not any(k.startswith("T_A_teacher.") for k in trainable_state(plain))
+    assert any(k.startswith("T_A_teacher.") for k in trainable_state(m))
+    assert not any(k.startswith("task.") for k in trainable_state(m))
+    with torch.no_grad():
+        m.T_A.transform.out.weight.add_(0.05)  # the trained network moved; the teacher has not yet
+    seen: list[list[Tensor]] = []
+    real = vat_module.predict_views
+
+    def spy(task, views, *args, **kwargs):
+        seen.append([v.clone() for v in views])
+        return real(task, views, *args, **kwargs)
+
+    monkeypatch.setattr(vat_module, "predict_views", spy)
+    a, b = street[:2] ** 2, street[2:4]
+    m.training_step({"A": a, "B": b}, 0)
+    with torch.no_grad():
+        r = m.restore(a)
+        t_fused = m.T_A_teacher.fuse(r, a)[0]
+        assert torch.allclose(seen[0][3], t_fused)
+        assert torch.allclose(seen[0][4], m.T_A_teacher.transform(t_fused).clamp(0, 1))
+        assert not torch.allclose(seen[0][4], m.T_A.transform(m.fuse(r, a)[0]).clamp(0, 1))
+    (ema,) = [cb for cb in m.callbacks() if cb.name == "teacher_ema"]
+    before = m.T_A_teacher.transform.out.weight.clone()
+    ema.on_step_end(None, None, {})
+    assert torch.allclose(m.T_A_teacher.transform.out.weight, 0.9 * before + 0.1 * m.T_A.transform.out.weight)
+    with pytest.raises(ValueError, match="teacher_ema"):
+        VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, teacher_ema=1.0)

@@ -21,7 +21,8 @@ NUQ feature = logits, targets = soft label rows (share * weight * one-hot) throu
 Options beyond the paper, each off by default (docs/results.md §3.1 measures them): `classes`
 (pseudo-labels of the evaluated classes only), `conf_hi_quantile` (the certain threshold calibrated to
 the detector), `bg_weight` (scales the background-objectness weight), `augment` (the reference code's
-augmentation of the translation flow); with the translator's `out_init_std`, the optimizer's
+augmentation of the translation flow), `teacher_ema` (the translation flow's pseudo-labels predicted
+through an EMA of T_A, a mean teacher; the copy is checkpointed); with the translator's `out_init_std`, the optimizer's
 `param_groups` (e.g. the gate's own lr) and the data's `crop: random_resized`.
 
 [decision] `weighting` defaults to ``official`` (0.5 + 500 u, grows with uncertainty, as coded and
@@ -42,7 +43,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from taskbridge.bounds import NonNegativeFloat, PositiveFloat, PositiveInt, Unit
-from taskbridge.callbacks import Callback, ParameterDrift
+from taskbridge.callbacks import EMA, Callback, ParameterDrift
+from taskbridge.checkpoint import untrained_prefixes
 from taskbridge.config import build
 from taskbridge.methods.base import Method, check_no_reference
 from taskbridge.methods.common import build_network
@@ -157,6 +159,7 @@ class VaT(Method):
         classes: list[int] | None = None,
         bg_weight: NonNegativeFloat = 1.0,
         augment: bool | AugmentPolicy | dict[str, Any] = False,
+        teacher_ema: Unit | None = None,
         cycle_weight: NonNegativeFloat = 1.0,
         mle_weight: NonNegativeFloat = 1.0,
     ) -> None:
@@ -186,6 +189,12 @@ class VaT(Method):
                 raise ValueError(f"method.{name}: VaT needs its gated-fusion translator (type vat), got "
                                  f"{type(net).__name__}")
         self.use_cycle, self.use_mle, self.use_gfm = use_cycle, use_mle, use_gfm
+        # teacher_ema (beyond the paper; default none): the pseudo-labels' fused and translated views come
+        # from an exponential moving average of T_A (mean teacher) instead of the network being trained
+        if teacher_ema is not None and not 0.0 <= teacher_ema < 1.0:
+            raise ValueError(f"method.teacher_ema: the EMA decay must be in [0, 1), got {teacher_ema}")
+        self.teacher_ema = teacher_ema
+        self.T_A_teacher = EMA.copy_of(self.T_A) if teacher_ema is not None else None
         self.flows = {"fusion": fusion_flow and use_gfm, "translation": translation_flow, "hq": hq_flow}
         self.mixup, self.mixup_alpha, self.mixup_sampler = mixup, mixup_alpha, mixup_sampler
         self.weighting, self.umix_c, self.umix_eta = weighting, umix_c, umix_eta
@@ -300,12 +309,20 @@ class VaT(Method):
         self._conf_calibrated = True
 
     # ------------------------------------------------------------------ Method contract
+    @property
+    def frozen_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The frozen task model and restorer; the EMA teacher changes (without gradients) and is saved."""
+        return tuple(p.removesuffix(".") for p in untrained_prefixes(self) if p != "T_A_teacher.")
+
     def callbacks(self) -> list[Callback]:
-        """How far the gate and the transformation module moved from their start (logged as drift/*)."""
+        """How far the gate and the transformation module moved from their start (logged as drift/*),
+        and the EMA teacher's update when there is one."""
         parts = {"transform": self.T_A.transform}
         if self.T_A.fusion is not None:
             parts = {"gate": self.T_A.fusion, **parts}
-        return [ParameterDrift(parts)]
+        teacher = [EMA(self.T_A, self.T_A_teacher, self.teacher_ema, name="teacher_ema")] \
+            if self.T_A_teacher is not None and self.teacher_ema is not None else []
+        return [ParameterDrift(parts), *teacher]
 
     @contextmanager
     def validation_probe(self) -> Iterator[dict[str, float]]:
@@ -406,6 +423,15 @@ class VaT(Method):
         return list(score.split(sizes)), list(self._weights(score, u).split(sizes))
 
     # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def _translated_views(self, r: Tensor, a: Tensor, fused: Tensor, out: Tensor) -> list[Tensor]:
+        """The fused and translated images the translation flow's pseudo-labels are predicted on: the
+        trained network's, or its EMA teacher's."""
+        if self.T_A_teacher is None:
+            return [fused.detach(), out.detach().clamp(0, 1)]
+        t_fused = self.T_A_teacher.fuse(r, a)[0]
+        return [t_fused, self.T_A_teacher.transform(t_fused).clamp(0, 1)]
+
     def _shares(self) -> tuple[float, float]:
         if self.mixup == "none":
             return 0.0, 0.0
@@ -462,7 +488,7 @@ class VaT(Method):
                              "crop/resize training images accordingly")
         need_l = self.flows["translation"] and self.pseudo_views == "code"
         with torch.no_grad():
-            views = [b, a, r] + ([fused.detach(), out.detach().clamp(0, 1)] if need_l else [])
+            views = [b, a, r] + (self._translated_views(r, a, fused, out) if need_l else [])
             pv = predict_views(self.task, views, self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det, self.classes)
             y_hq = pv[0]
             y_lq = union_nms([pv[1], pv[2]], self.pseudo_iou, self.pseudo_max_det)
@@ -533,7 +559,7 @@ class VaT(Method):
     def _mle_classification(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         need_l = self.flows["translation"] and self.pseudo_views == "code"
         with torch.no_grad():
-            views = [b, a, r] + ([fused.detach(), out.detach().clamp(0, 1)] if need_l else [])
+            views = [b, a, r] + (self._translated_views(r, a, fused, out) if need_l else [])
             logits = self.task.raw(torch.cat(views)).float().chunk(len(views))
         share1, share2 = self._shares()
         total = out.sum() * 0.0
