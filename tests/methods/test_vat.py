@@ -399,3 +399,6 @@ def test_ema_teacher_labels_the_translation_flow_and_is_checkpointed(street: Ten
     assert torch.allclose(m.T_A_teacher.transform.out.weight, 0.9 * before + 0.1 * m.T_A.transform.out.weight)
     with pytest.raises(ValueError, match="teacher_ema"):
         VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, teacher_ema=1.0)
+    with pytest.raises(ValueError, match="teacher_ema .*pseudo_views: code"):
+        VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, teacher_ema=0.9,
+            pseudo_views="paper")

@@ -193,6 +193,9 @@ class VaT(Method):
         # from an exponential moving average of T_A (mean teacher) instead of the network being trained
         if teacher_ema is not None and not 0.0 <= teacher_ema < 1.0:
             raise ValueError(f"method.teacher_ema: the EMA decay must be in [0, 1), got {teacher_ema}")
+        if teacher_ema is not None and not (translation_flow and pseudo_views == "code"):
+            raise ValueError("method.teacher_ema labels the translation flow's fused and translated views: it needs "
+                             "translation_flow: true and pseudo_views: code")
         self.teacher_ema = teacher_ema
         self.T_A_teacher = EMA.copy_of(self.T_A) if teacher_ema is not None else None
         self.flows = {"fusion": fusion_flow and use_gfm, "translation": translation_flow, "hq": hq_flow}
