@@ -148,7 +148,7 @@ def evaluate(plan: dict, out: Path, data: str, split: str, extra: list[str], log
 
 @contextmanager
 def exclusive(lock: Path) -> Iterator[None]:
-    """One invocation at a time past this point: several seeds run side by side share the baseline rows."""
+    """One invocation at a time inside: invocations run side by side score each other's runs and the baselines."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -229,6 +229,7 @@ def main() -> None:
     run_dirs: list[Path] = []
     split_for_baseline = ""
     recipes = [recipe_name(r) for r in args.recipes] if args.recipes else plan["recipes"]
+    scoring_lock = root / f"{args.plan}-scoring.lock"
     for recipe in recipes:
         for seed in args.seeds:
             out = root / f"{run_name(recipe)}-s{seed}"
@@ -237,13 +238,13 @@ def main() -> None:
                      "--resume", "auto", *args.overrides], log)
             split = str(out / "split_pools.json")
             split_for_baseline = split_for_baseline or split
-            with exclusive(root / f"{args.plan}-scoring.lock"):
+            with exclusive(scoring_lock):
                 res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)
             table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan))
             run_dirs.append(out)
     # fits of invocations run side by side (one per seed) go in parallel; scoring, which reaches the other
     # invocations' runs and the shared baseline rows, is one invocation at a time (the next finds it done)
-    with exclusive(root / f"{args.plan}-scoring.lock"):
+    with exclusive(scoring_lock):
         # the table also holds every earlier run of this plan's recipes under `root` (other seeds, ablations);
         # their evaluations are brought up to date (quality pass) with the same settings
         fresh = {(run_name(r), s) for r in recipes for s in args.seeds}
@@ -272,7 +273,7 @@ def main() -> None:
         cells = [fmt([r[c] for r in results if c in r]) for c in cols]
         lines.append(f"| {name} | {len(results) if name in table else '-'} | {' | '.join(cells)} |")
     if "real_photos" in plan:
-        with exclusive(root / f"{args.plan}-scoring.lock"):
+        with exclusive(scoring_lock):
             niqe = real_photo_niqe(plan, args.data, root, run_dirs, log)
         lines += ["", f"NIQE (lower is better) on the unlabelled real photos of {plan['real_photos']['folder']}:", "",
                   "| run | n seeds | NIQE |", "|---|---|---|"]

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from taskbridge.checkpoint import CheckpointError
 from taskbridge.config import ConfigError
+from taskbridge.engine.device import to_device
 from taskbridge.engine.seed import capture_rng, restore_rng
 from taskbridge.engine.trainer import Trainer
 
@@ -108,7 +109,7 @@ def measure(trainer: Trainer, batches: int) -> dict[str, Any]:
     method = trainer.method
     if not hasattr(method, "flows"):
         raise ConfigError(f"{type(method).__name__}: this script measures VaT's loss terms; the recipe trains another method")
-    parts = trainer.method.param_subsets().get("translator", {})
+    parts = method.param_subsets().get("translator", {})
     terms = active_terms(method)
     method.train()
     collected: dict[str, dict[str, list[Tensor]]] = {t: {p: [] for p in parts} for t in terms}
@@ -119,7 +120,7 @@ def measure(trainer: Trainer, batches: int) -> dict[str, Any]:
         except StopIteration:
             loader = iter(trainer._loader(k // max(trainer.steps_per_epoch, 1), 0))
             batch = next(loader)
-        batch = {key: v.to(trainer.device) if isinstance(v, Tensor) else v for key, v in batch.items()}
+        batch = to_device(batch, trainer.device)
         for term, by_part in term_gradients(method, batch, parts, terms, trainer.step + k).items():
             for part, g in by_part.items():
                 collected[term][part].append(g)
