@@ -5,7 +5,7 @@ whose direction changes from batch to batch so that Adam's steps random-walk. Th
 two apart. It builds the recipe's method and data as `taskbridge fit` does (optionally loading a
 run's checkpoint), then for each of K training batches computes, without updating anything, the
 gradient of every loss term of VaT's objective separately (cycle; the MLE fusion, translation and
-clean flows), each under the same random draws (mixup shares, augmentation), on each named part of
+clean flows; the feature alignment when `method.feature_align` is on), each under the same random draws (mixup shares, augmentation), on each named part of
 the translator (`Method.param_subsets()`: gate, transform, backward). Per (term, part), over the K
 gradients g_k with mean m:
 
@@ -48,25 +48,28 @@ from taskbridge.engine.device import to_device
 from taskbridge.engine.seed import capture_rng, restore_rng
 from taskbridge.engine.trainer import Trainer
 
-TERMS = ("cycle", "fusion", "translation", "hq")
+TERMS = ("cycle", "fusion", "translation", "hq", "feature")
+FLOWS = TERMS[1:4]
 
 
 @contextmanager
 def only_term(method: nn.Module, term: str) -> Iterator[None]:
-    """VaT's objective reduced to one of its terms (the cycle loss or one MLE flow)."""
-    saved = (method.use_cycle, method.use_mle, dict(method.flows))
+    """VaT's objective reduced to one of its terms (the cycle loss, one MLE flow, the feature alignment)."""
+    saved = (method.use_cycle, method.use_mle, dict(method.flows), method.feature_align)
     method.use_cycle = term == "cycle"
-    method.use_mle = term != "cycle"
+    method.use_mle = term in FLOWS
     method.flows = {f: f == term and saved[2][f] for f in saved[2]}
+    method.feature_align = saved[3] if term == "feature" else 0.0
     try:
         yield
     finally:
-        method.use_cycle, method.use_mle, method.flows = saved[0], saved[1], saved[2]
+        method.use_cycle, method.use_mle, method.flows, method.feature_align = saved
 
 
 def active_terms(method: nn.Module) -> list[str]:
     terms = ["cycle"] if method.use_cycle else []
-    return terms + ([f for f in TERMS[1:] if method.flows.get(f)] if method.use_mle else [])
+    terms += [f for f in FLOWS if method.flows.get(f)] if method.use_mle else []
+    return terms + (["feature"] if method.feature_align > 0 else [])
 
 
 def term_gradients(method: nn.Module, batch: dict[str, Any], parts: Mapping[str, Sequence[nn.Parameter]],
@@ -105,12 +108,17 @@ def cosine(a: Tensor, b: Tensor) -> float:
     return float(a.double() @ b.double()) / denom if denom > 0 else 0.0
 
 
-def measure(trainer: Trainer, batches: int) -> dict[str, Any]:
+def measure(trainer: Trainer, batches: int, only: Sequence[str] | None = None) -> dict[str, Any]:
     method = trainer.method
     if not hasattr(method, "flows"):
         raise ConfigError(f"{type(method).__name__}: this script measures VaT's loss terms; the recipe trains another method")
     parts = method.param_subsets().get("translator", {})
     terms = active_terms(method)
+    if only:
+        missing = sorted(set(only) - set(terms))
+        if missing:
+            raise ConfigError(f"--terms {' '.join(missing)}: not part of this recipe's objective ({', '.join(terms)})")
+        terms = [t for t in terms if t in only]
     method.train()
     collected: dict[str, dict[str, list[Tensor]]] = {t: {p: [] for p in parts} for t in terms}
     loader = iter(trainer._loader(0, 0))
@@ -158,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=16, help="training batches to measure (K, at least 2)")
     ap.add_argument("--checkpoint", type=Path, help="measure at a run's checkpoint (run or step folder) instead of the start")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--terms", nargs="+", choices=TERMS, help="measure only these terms (default: every active one)")
     args = ap.parse_args(argv)
     if args.batches < 2:
         ap.error("--batches must be at least 2 (the noise needs two gradients)")
@@ -169,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainer = Trainer.from_recipe(args.recipe, overrides, output_dir=tmp)
             if args.checkpoint is not None:
                 trainer.load(args.checkpoint, force=True)
-            report = measure(trainer, args.batches)
+            report = measure(trainer, args.batches, args.terms)
         except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -402,3 +402,36 @@ def test_ema_teacher_labels_the_translation_flow_and_is_checkpointed(street: Ten
     with pytest.raises(ValueError, match="teacher_ema .*pseudo_views: code"):
         VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, teacher_ema=0.9,
             pseudo_views="paper")
+
+
+def test_feature_alignment_moves_the_gate_and_t_toward_clean_feature_statistics(street: Tensor, shared_data: Path) -> None:
+    """method.feature_align: the frozen detector's P3-P5 statistics on T_A's output are pulled toward those
+    on the clean nuq_fit images; the term alone reaches the gate and T (not T_B) and a few Adam steps on
+    foggy-looking images lower it."""
+    if "yolov5n" not in TASKS:
+        pytest.skip("yolov5n task not available")
+    folder = shared_data / "coco256_street" / "images" / "train2017"
+    fit = {"folder": str(folder), "split": "coco256_street/train2017", "max_images": 8, "size": 64}
+    torch.manual_seed(0)
+    m = VaT(task=TASKS.create("yolov5n"), restorer=Darken(), nuq_fit=fit, use_cycle=False, use_mle=False,
+            feature_align=1.0, translator={"width": 4, "global_residual": True, "out_init_std": 1e-3})
+    foggy = 0.4 + 0.5 * street[:4]  # low contrast, lifted black level
+    batch = {"A": foggy, "B": street[4:8]}
+    opt = torch.optim.Adam(m.optim_groups()["translator"], lr=3e-3)
+    values = []
+    for step in range(8):
+        logs = m.training_step(batch, step)
+        opt.zero_grad()
+        logs["loss/translator"].backward()
+        if step == 0:
+            assert all(p.grad is not None for p in m.T_A.parameters())  # the gate and T
+            assert all(p.grad is None for p in m.T_B.parameters())
+        opt.step()
+        values.append(float(logs["feat/align"]))
+    assert len(m.clean_feature_targets()) == 3 and m.clean_feature_targets()[0][0].shape == (64,)
+    assert values[-1] < 0.8 * values[0]
+
+    with pytest.raises(ValueError, match="feature_align takes its clean feature statistics.*nuq_fit"):
+        VaT(task=TASKS.create("yolov5n"), nuq=None, feature_align=1.0)
+    with pytest.raises(ValueError, match="FakeDetector exposes no feature maps"):
+        VaT(task=FakeDetector(), nuq_fit=fit, feature_align=1.0)

@@ -53,3 +53,22 @@ def test_the_cycle_term_is_silent_at_the_identity_and_pulls_back_next_to_it(shar
     assert exact["fusion"]["gate"]["norm"] > 0 and exact["fusion"]["transform"]["norm"] == 0  # fusion: the gate only
     near = _run(shared_data, tmp_path, 1e-3)["stats"]
     assert near["cycle"]["transform"]["norm"] > 0 and near["cycle"]["transform"]["sign_agreement"] > 0.8
+
+
+@pytest.mark.slow
+def test_the_feature_term_reaches_the_gate_and_t_and_terms_can_be_chosen(shared_data: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """method.feature_align adds a `feature` term (gate and T, never T_B); --terms measures only the named
+    terms and refuses one the recipe's objective lacks."""
+    out = tmp_path / "feature.json"
+    common = [str(REPO / "recipes" / "lowlight-cls-vat.yaml"), f"data.root={shared_data}", "data.batch_size=4",
+              "method.nuq_fit.max_images=16", "method.mixup=none", "train.device=cpu",
+              "method.translator={type: vat, width: 8, global_residual: true, out_init_std: 1.0e-3}"]
+    assert grad_stats.main([*common, "method.feature_align=1.0", "--terms", "feature", "--batches", "2",
+                            "--json", str(out)]) == 0
+    stats = json.loads(out.read_text())["stats"]
+    assert set(stats) == {"feature", "all"}
+    assert stats["feature"]["gate"]["norm"] > 0 and stats["feature"]["transform"]["norm"] > 0
+    assert stats["feature"]["backward"]["norm"] == 0
+    assert grad_stats.main([*common, "--terms", "feature", "--batches", "2"]) == 2
+    assert "--terms feature: not part of this recipe's objective" in capsys.readouterr().err

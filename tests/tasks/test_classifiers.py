@@ -38,6 +38,17 @@ def test_cifar_resnet_real_weights_accuracy(shared_data, name: str, n: int, expe
     check_frozen_and_differentiable(task, ds.images[:4])
 
 
+def test_cifar_resnet_feature_maps_are_its_stages() -> None:
+    task = TASKS.create("cifar-resnet20")
+    x = torch.rand(2, 3, 32, 32)
+    feats = task.feature_maps(x)
+    assert [tuple(f.shape) for f in feats] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
+    pooled = torch.nn.functional.adaptive_avg_pool2d(feats[-1], 1).flatten(1)
+    assert torch.allclose(task.net.linear(pooled), task.raw(x), atol=1e-6)
+    with pytest.raises(ValueError, match="RGB"):
+        task.feature_maps(torch.rand(2, 1, 32, 32))
+
+
 def test_cifar_resnet_rejects_bad_input_and_weights(tmp_path) -> None:
     task = TASKS.create("cifar-resnet20", pretrained=False)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):

@@ -112,6 +112,17 @@ def test_gradient_reaches_input_not_weights(task: YOLOv5Task, shared_data: Path)
     assert all(p.grad is None for p in task.parameters())
 
 
+def test_feature_maps_are_what_the_head_reads(task: YOLOv5Task, shared_data: Path) -> None:
+    x = read_image(shared_data / "coco8" / "images" / "val" / "000000000036.jpg")[None]
+    x = torch.nn.functional.interpolate(x, size=(160, 128), mode="bilinear", align_corners=False).requires_grad_(True)
+    feats = task.feature_maps(x)
+    assert [tuple(f.shape) for f in feats] == [(1, 64, 20, 16), (1, 128, 10, 8), (1, 256, 5, 4)]  # P3-P5
+    for head_out, raw in zip(task.model.detect(feats), task.raw(x), strict=True):
+        assert torch.equal(head_out, raw)
+    feats[0].mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_empty_targets_objectness_only(task: YOLOv5Task) -> None:
     x = torch.rand(1, 3, 64, 64, requires_grad=True)
     total, parts = task.loss(task.raw(x), DetectionTargets.empty())

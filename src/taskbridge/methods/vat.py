@@ -12,7 +12,7 @@ Per step (paper Alg. 1, official code's three flows, REFERENCE §1.2-1.6):
    translation D(T_A((1-a2) aug(I_F) + a2 I_HQ)) labels Y_L u Y_HQ -> UTM (I_F detached)
    hq          D(T_A(I_HQ))                      labels Y_HQ, weight 1 -> UTM
    a = clean share of the mixup (Eq. 7; see `uncertainty.mixup`), label weights per `mixup`/`weighting`.
-5. loss = cycle_weight * L_cyc + mle_weight * L_mle. No discriminator.
+5. loss = cycle_weight * L_cyc + mle_weight * L_mle (+ feature_align * L_feat, off by default). No discriminator.
 
 A flow with no surviving labels is skipped (its label counts are logged; L_cyc stays). Every
 loss is asserted finite. Classification tasks: pseudo-label = argmax of the most confident view,
@@ -22,7 +22,10 @@ Options beyond the paper, each off by default (docs/results.md §3.1 measures th
 (pseudo-labels of the evaluated classes only), `conf_hi_quantile` (the certain threshold calibrated to
 the detector), `bg_weight` (scales the background-objectness weight), `augment` (the reference code's
 augmentation of the translation flow), `teacher_ema` (the translation flow's pseudo-labels predicted
-through an EMA of T_A, a mean teacher; the copy is checkpointed); with the translator's `out_init_std`, the optimizer's
+through an EMA of T_A, a mean teacher; the copy is checkpointed), `feature_align` (a loss on what the task
+model sees: its per-channel feature statistics on T_A's output pulled toward those on the clean nuq_fit
+images, `losses.feature_statistics`; `feature_momentum` averages the compared statistics over batches);
+with the translator's `out_init_std`, the optimizer's
 `param_groups` (e.g. the gate's own lr) and the data's `crop: random_resized`.
 
 [decision] `weighting` defaults to ``official`` (0.5 + 500 u, grows with uncertainty, as coded and
@@ -46,11 +49,18 @@ from taskbridge.bounds import NonNegativeFloat, PositiveFloat, PositiveInt, Unit
 from taskbridge.callbacks import EMA, Callback, ParameterDrift
 from taskbridge.checkpoint import untrained_prefixes
 from taskbridge.config import build
+from taskbridge.losses.feature_statistics import (
+    Statistics,
+    channel_statistics,
+    clean_feature_statistics,
+    running_statistics,
+    statistics_loss,
+)
 from taskbridge.methods.base import Method, check_no_reference
 from taskbridge.methods.common import build_network
 from taskbridge.registry import METHODS, RESTORERS, TASKS, TRANSLATORS
 from taskbridge.run_config import describe_errors
-from taskbridge.tasks.base import ClassificationTargets, Detections, DetectionTargets
+from taskbridge.tasks.base import ClassificationTargets, Detections, DetectionTargets, FrozenTask
 from taskbridge.translators.vat import VaTTranslator
 from taskbridge.uncertainty.augment import AugmentPolicy, augment_batch_with_origin, gather_rows
 from taskbridge.uncertainty.certainty import WEIGHTINGS, background_weight, detections_to_targets
@@ -160,6 +170,8 @@ class VaT(Method):
         bg_weight: NonNegativeFloat = 1.0,
         augment: bool | AugmentPolicy | dict[str, Any] = False,
         teacher_ema: Unit | None = None,
+        feature_align: NonNegativeFloat = 0.0,
+        feature_momentum: Unit = 0.9,
         cycle_weight: NonNegativeFloat = 1.0,
         mle_weight: NonNegativeFloat = 1.0,
     ) -> None:
@@ -214,18 +226,32 @@ class VaT(Method):
         # or {flip: p, mosaic: p, ...} (uncertainty.augment.AugmentPolicy)
         self.augment = self._check_augment(augment)
         self.cycle_weight, self.mle_weight = cycle_weight, mle_weight
+        # feature_align (beyond the paper; default 0 = off): weight of a loss pulling the frozen task model's
+        # per-channel feature statistics on T_A's output toward those on the clean nuq_fit images
+        # (feature_momentum: the statistics compared are a running average over batches, see running_statistics)
+        if not 0.0 <= feature_momentum < 1.0:
+            raise ValueError(f"method.feature_momentum must be in [0, 1), got {feature_momentum}")
+        self.feature_align, self.feature_momentum = feature_align, feature_momentum
+        self._clean_features: Statistics | None = None
+        self._running_features: Statistics | None = None  # not checkpointed: restarts from one batch on resume
         self.u_threshold = u_threshold
-        self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or conf_hi_quantile is not None else None
+        needs_clean = conf_hi_quantile is not None or feature_align > 0
+        self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or needs_clean else None
         if conf_hi_quantile is not None and (self._nuq_fit is None or self.kind != "detection"):
             raise ValueError("method.conf_hi_quantile calibrates on the clean images of method.nuq_fit (detection "
                              "tasks): set nuq_fit, or give conf_hi as a number")
+        if feature_align > 0 and self._nuq_fit is None:
+            raise ValueError("method.feature_align takes its clean feature statistics from the images of "
+                             "method.nuq_fit: set nuq_fit, or feature_align: 0")
+        if feature_align > 0 and type(self.task).feature_maps is FrozenTask.feature_maps:
+            raise ValueError(f"method.feature_align: the task {type(self.task).__name__} exposes no feature maps")
         self.nuq: NUQ | None = NUQ.load(nuq) if isinstance(nuq, (str, Path)) else nuq
         self._apply_threshold()
         if self.nuq is None and self._nuq_fit is None and use_mle:
             warnings.warn("VaT: no NUQ given (method.nuq / method.nuq_fit): uncertainty filtering and "
                           "weighting are off (u' = offset for every label)", stacklevel=2)
-        if not (use_cycle or use_mle):
-            raise ValueError("method: use_cycle and use_mle are both false: nothing to train")
+        if not (use_cycle or use_mle or feature_align > 0):
+            raise ValueError("method: use_cycle and use_mle are both false and feature_align is 0: nothing to train")
 
     @staticmethod
     def _check_augment(augment: bool | AugmentPolicy | dict[str, Any]) -> AugmentPolicy | None:
@@ -270,11 +296,7 @@ class VaT(Method):
         if self.nuq is not None or self._nuq_fit is None:
             return self.nuq
         opts = self._nuq_fit
-        if opts.folder.endswith(".npz"):
-            batches = _fit_npz_pool(opts.folder, str(opts.pool), dict(opts.fractions or {}), opts.seed,
-                                    opts.max_images, opts.batch_size)
-        else:
-            batches = _fit_images(opts.folder, opts.max_images, self._fit_size, opts.batch_size)
+        batches = self._clean_batches()
         common = {"split": opts.split, "refit": opts.refit, "holdout": opts.holdout, "quantile": opts.quantile}
         fitted = (fit_nuq_from_detector(self.task, batches, conf_thres=self.pseudo_conf, **common)
                   if self.kind == "detection" else fit_nuq_from_classifier(self.task, batches, **common))
@@ -284,6 +306,24 @@ class VaT(Method):
         self.nuq = fitted
         self._apply_threshold()
         return fitted
+
+    def _clean_batches(self) -> Iterator[Tensor]:
+        """Batches of the clean images of `nuq_fit` (folder or .npz pool), on the host."""
+        opts = self._nuq_fit
+        assert opts is not None
+        if opts.folder.endswith(".npz"):
+            return _fit_npz_pool(opts.folder, str(opts.pool), dict(opts.fractions or {}), opts.seed,
+                                 opts.max_images, opts.batch_size)
+        return _fit_images(opts.folder, opts.max_images, self._fit_size, opts.batch_size)
+
+    def clean_feature_targets(self) -> Statistics:
+        """The frozen task's per-channel feature statistics on the clean `nuq_fit` images (once, lazily, on
+        the task's device; recomputed identically on resume)."""
+        if self._clean_features is None:
+            dev = next(self.task.parameters()).device
+            self._clean_features = clean_feature_statistics(
+                (b.to(dev) for b in self._clean_batches()), self.task.feature_maps)
+        return self._clean_features
 
     @property
     def _fit_size(self) -> int | tuple[int, int]:
@@ -301,7 +341,7 @@ class VaT(Method):
         opts = self._nuq_fit
         assert opts is not None and self.conf_hi_quantile is not None
         dev = next(self.task.parameters()).device
-        scores = [d.scores for batch in _fit_images(opts.folder, opts.max_images, self._fit_size, opts.batch_size)
+        scores = [d.scores for batch in self._clean_batches()
                   for d in predict_views(self.task, [batch.to(dev)], self.pseudo_conf, self.pseudo_iou,
                                          self.pseudo_max_det, self.classes)[0]]
         found = torch.cat(scores) if scores else torch.zeros(0)
@@ -466,6 +506,14 @@ class VaT(Method):
                 a, r, b, fused, out)
             total = total + self.mle_weight * mle
             logs.update(mle_logs)
+        if self.feature_align > 0:  # through the gate and T: both move what the task model sees
+            stats = running_statistics([channel_statistics(f) for f in self.task.feature_maps(out)],
+                                       self._running_features, self.feature_momentum)
+            self._running_features = [(m.detach(), s.detach()) for m, s in stats]
+            feat = statistics_loss(stats, self.clean_feature_targets())
+            self._check("feature alignment", feat)
+            total = total + self.feature_align * feat
+            logs["feat/align"] = feat.detach()
         self._check("total", total)
         logs["loss/translator"] = total
         return logs

@@ -125,6 +125,11 @@ class FrozenTask(nn.Module):
         # Frozen means frozen: BN running statistics never update, dropout never fires.
         return super().train(False)
 
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        """Intermediate feature maps [B, C, H, W] (differentiable w.r.t. `images`), for losses on what the
+        model sees rather than what it outputs; optional for a task."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose feature maps (feature_maps())")
+
 
 class DetectionTask(FrozenTask):
     kind = "detection"

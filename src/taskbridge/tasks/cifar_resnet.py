@@ -65,10 +65,14 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.linear = nn.Linear(64, num_classes)
 
+    def stages(self, x: Tensor) -> list[Tensor]:
+        """The outputs of the three stages (16, 32, 64 channels)."""
+        s1 = self.layer1(F.relu(self.bn1(self.conv1(x))))
+        s2 = self.layer2(s1)
+        return [s1, s2, self.layer3(s2)]
+
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return self.linear(F.adaptive_avg_pool2d(self.stages(x)[-1], 1).flatten(1))
 
 
 class CifarResNetTask(ClassificationTask):
@@ -104,6 +108,12 @@ class CifarResNetTask(ClassificationTask):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected RGB images [B, 3, H, W] in [0, 1], got {tuple(images.shape)}")
         return self.net((images - self.mean) / self.std)
+
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        """The three stages' feature maps, differentiable w.r.t. `images`."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected RGB images [B, 3, H, W] in [0, 1], got {tuple(images.shape)}")
+        return self.net.stages((images - self.mean) / self.std)
 
 
 @TASKS.register("cifar-resnet20")

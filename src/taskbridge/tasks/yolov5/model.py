@@ -41,13 +41,16 @@ class Detect(nn.Module):
         return out
 
 
-def run_graph(layers: nn.Sequential, save: Sequence[int], x: Tensor) -> Any:
-    """Run layers that carry `f` (input index or indices, -1 = previous) and `i`, keeping only saved outputs."""
+def run_graph(layers: nn.Sequential, save: Sequence[int], x: Tensor, head_inputs: bool = False) -> Any:
+    """Run layers that carry `f` (input index or indices, -1 = previous) and `i`, keeping only saved outputs;
+    `head_inputs` returns what the last layer would read instead of running it."""
     ys: list[Tensor | None] = []
-    for m in layers:
+    for n, m in enumerate(layers):
         f = m.f
         if f != -1:
             x = ys[f] if isinstance(f, int) else [x if j == -1 else ys[j] for j in f]  # type: ignore[assignment]
+        if head_inputs and n == len(layers) - 1:
+            return x
         x = m(x)
         ys.append(x if m.i in save else None)
     return x
@@ -136,6 +139,10 @@ class YOLOv5Model(nn.Module):
 
     def _forward_features(self, x: Tensor) -> list[Tensor]:
         return run_graph(self.model, self.save, x)
+
+    def head_inputs(self, x: Tensor) -> list[Tensor]:
+        """The neck's feature maps the Detect head reads (P3-P5), differentiable w.r.t. `x`."""
+        return run_graph(self.model, self.save, x, head_inputs=True)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Raw per-level head outputs (bs, na, ny, nx, 5 + nc), pre-sigmoid."""

@@ -90,6 +90,11 @@ class YOLOv5Task(DetectionTask):
         self._check(images)
         return self.model(images)
 
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        """The neck's P3-P5 feature maps (what the head reads), differentiable w.r.t. `images`."""
+        self._check(images)
+        return self.model.head_inputs(images)
+
     def candidates(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(decoded [bs, N, 5 + nc], raw [bs, N, 5 + nc]): what union NMS concatenates across views."""
         return decode(self.raw(images), self.anchors, self.strides)
