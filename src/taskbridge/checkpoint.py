@@ -225,13 +225,22 @@ def _load_tensors(path: Path) -> dict[str, Tensor]:
 def load_checkpoint(directory: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
     """Return (model state, nested training state, meta) of a checkpoint directory."""
     directory = Path(directory)
-    meta = read_meta(directory)
-    for f in ("model.safetensors", "state.safetensors"):
-        if not (directory / f).is_file():
-            raise CheckpointError(f"{directory}: incomplete checkpoint, {f} is missing")
-    model = _read_model(directory, meta.pop("model_extra", {}) or {})
+    if not (directory / "state.safetensors").is_file():
+        raise CheckpointError(f"{directory}: incomplete checkpoint, state.safetensors is missing (a weights-only "
+                              "copy can be applied, not resumed)")
+    model, meta = load_model_state(directory)
     state = join_tensors(meta.pop("state", {}), _load_tensors(directory / "state.safetensors"))
     return model, state, meta
+
+
+def load_model_state(directory: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(model state, meta) of a checkpoint directory: all that applying a run needs, so a weights-only copy
+    (meta.json + model.safetensors, without the optimizer and RNG state) loads too."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if not (directory / "model.safetensors").is_file():
+        raise CheckpointError(f"{directory}: incomplete checkpoint, model.safetensors is missing")
+    return _read_model(directory, meta.pop("model_extra", {}) or {}), meta
 
 
 def step_dir_name(step: int) -> str:

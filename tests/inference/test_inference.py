@@ -81,6 +81,27 @@ def test_inference_model_states_what_it_owns(vat_run: Path, counting) -> None:
         model(x, reference=torch.rand(1, 3, 8, 8))
 
 
+def test_a_weights_only_copy_is_applied_but_not_resumed(vat_run: Path, counting, tmp_path: Path) -> None:
+    """meta.json + model.safetensors (no optimizer/RNG state: what scripts/gpu_vat_fits.sh brings back) is
+    enough to apply a run, and gives the same output; resuming it is refused with the reason."""
+    import shutil
+
+    from taskbridge.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+    full = resolve_checkpoint(vat_run, prefer="best")
+    light = tmp_path / "light" / "checkpoints" / "best"
+    light.mkdir(parents=True)
+    for f in ("meta.json", "model.safetensors"):
+        shutil.copy(full / f, light / f)
+    x = torch.rand(2, 3, 40, 40)
+    assert torch.equal(load_inference_model(light.parents[1])(x), load_inference_model(vat_run)(x))
+    with pytest.raises(CheckpointError, match="state.safetensors is missing .*applied, not resumed"):
+        load_checkpoint(light)
+    (light / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load_inference_model(light.parents[1])
+
+
 def test_a_restorer_next_to_a_model_that_owns_one_is_refused(vat_run: Path, counting) -> None:
     model = load_inference_model(vat_run)
     with pytest.raises(PipelineError, match=f"--restorer aodnet: the translator .* already applies its own restorer \\({COUNTING}\\)"):

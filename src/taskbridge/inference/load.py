@@ -43,7 +43,7 @@ def load_inference_model(path: str | os.PathLike[str], device: str | torch.devic
     meta = ckpt.read_meta(directory)
     config = meta.get("config") or {}
     method = build_method(config)
-    model_state, _, _ = ckpt.load_checkpoint(directory)
+    model_state, _ = ckpt.load_model_state(directory)
     ckpt.load_trainable_state(method, model_state, str(directory))
     settings = InferenceConfig.model_validate(config.get("inference") or {})  # the recipe's, with its defaults
     if working_size != -1:
