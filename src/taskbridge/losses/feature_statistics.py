@@ -27,11 +27,16 @@ from torch import Tensor
 EPS = 1e-6
 
 
-def channel_statistics(feature: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and standard deviation of [B, C, H, W] over batch and space (at least float32)."""
+def _channel_rows(feature: Tensor, dtype: torch.dtype) -> Tensor:
+    """[B, C, H, W] -> [C, B*H*W] in `dtype`: one row of values per channel."""
     if feature.ndim != 4:
         raise ValueError(f"feature maps must be [B, C, H, W], got shape {tuple(feature.shape)}")
-    x = feature.to(torch.promote_types(feature.dtype, torch.float32)).transpose(0, 1).reshape(feature.shape[1], -1)
+    return feature.to(dtype).transpose(0, 1).reshape(feature.shape[1], -1)
+
+
+def channel_statistics(feature: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation of [B, C, H, W] over batch and space (at least float32)."""
+    x = _channel_rows(feature, torch.promote_types(feature.dtype, torch.float32))
     mean = x.mean(1)
     return mean, (x - mean[:, None]).pow(2).mean(1).add(EPS).sqrt()
 
@@ -75,7 +80,7 @@ def clean_feature_statistics(batches: Iterable[Tensor], feature_maps: Callable[[
     count: list[int] = []
     for batch in batches:
         for level, f in enumerate(feature_maps(batch)):
-            x = f.double().transpose(0, 1).reshape(f.shape[1], -1)
+            x = _channel_rows(f, torch.float64)
             if level == len(sums):
                 sums.append([x.new_zeros(f.shape[1]), x.new_zeros(f.shape[1])])
                 count.append(0)

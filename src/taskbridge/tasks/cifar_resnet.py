@@ -104,16 +104,17 @@ class CifarResNetTask(ClassificationTask):
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
 
-    def raw(self, images: Tensor) -> Tensor:
+    def _normalised(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected RGB images [B, 3, H, W] in [0, 1], got {tuple(images.shape)}")
-        return self.net((images - self.mean) / self.std)
+        return (images - self.mean) / self.std
+
+    def raw(self, images: Tensor) -> Tensor:
+        return self.net(self._normalised(images))
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
         """The three stages' feature maps, differentiable w.r.t. `images`."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected RGB images [B, 3, H, W] in [0, 1], got {tuple(images.shape)}")
-        return self.net.stages((images - self.mean) / self.std)
+        return self.net.stages(self._normalised(images))
 
 
 @TASKS.register("cifar-resnet20")
