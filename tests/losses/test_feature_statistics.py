@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
+from taskbridge.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint
 from taskbridge.losses.feature_statistics import (
+    RunningStatistics,
     channel_statistics,
     clean_feature_statistics,
     feature_statistics_loss,
@@ -63,3 +68,34 @@ def test_clean_statistics_of_many_batches_are_those_of_their_union() -> None:
         assert torch.allclose(m1, channel_statistics(f)[0], atol=1e-6)
     with pytest.raises(ValueError, match="no images"):
         clean_feature_statistics([], maps)
+
+
+def test_running_statistics_average_batches_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    """A resumed run continues the running average (not one batch); a checkpoint without it loads with none."""
+    gen = torch.Generator().manual_seed(0)
+    batches = [[channel_statistics(torch.randn(2, 3, 4, 4, generator=gen) + k)] for k in range(3)]
+
+    def holder() -> nn.Module:
+        mod = nn.Module()
+        mod.conv, mod.memory = nn.Conv2d(3, 3, 1), RunningStatistics(0.9)
+        return mod
+
+    trained = holder()
+    first = trained.memory(batches[0])
+    assert torch.equal(first[0][0], batches[0][0][0])  # the first batch starts the average
+    second = trained.memory(batches[1])
+    assert torch.allclose(second[0][0], 0.9 * batches[0][0][0] + 0.1 * batches[1][0][0])
+    save_checkpoint(tmp_path / "ckpt", trained, meta={"step": 2})
+    model, _, _ = load_checkpoint(tmp_path / "ckpt")
+
+    resumed = holder()
+    load_trainable_state(resumed, model, "ckpt")
+    assert resumed.memory.value is not None
+    expected = trained.memory(batches[2])
+    assert torch.allclose(resumed.memory(batches[2])[0][1], expected[0][1])
+
+    older = holder()
+    load_trainable_state(older, {k: v for k, v in model.items() if "memory" not in k}, "older ckpt")
+    assert older.memory.value is None
+    with pytest.raises(ValueError, match="momentum"):
+        RunningStatistics(1.0)

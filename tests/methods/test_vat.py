@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from taskbridge.checkpoint import trainable_state
 from taskbridge.config import build
 from taskbridge.data.io import list_images, read_image
 from taskbridge.methods.vat import VaT
@@ -430,6 +431,7 @@ def test_feature_alignment_moves_the_gate_and_t_toward_clean_feature_statistics(
         values.append(float(logs["feat/align"]))
     assert len(m.clean_feature_targets()) == 3 and m.clean_feature_targets()[0][0].shape == (64,)
     assert values[-1] < 0.8 * values[0]
+    assert "running_features._extra_state" in trainable_state(m)  # checkpointed: a resumed run continues it
 
     with pytest.raises(ValueError, match="feature_align takes its clean feature statistics.*nuq_fit"):
         VaT(task=TASKS.create("yolov5n"), nuq=None, feature_align=1.0)

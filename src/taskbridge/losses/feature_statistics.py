@@ -20,9 +20,10 @@ diagonal, Sun & Saenko 2016).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 EPS = 1e-6
 
@@ -52,6 +53,39 @@ def running_statistics(batch: Statistics, running: Statistics | None, momentum: 
         return batch
     return [(momentum * rm.detach() + (1 - momentum) * m, momentum * rs.detach() + (1 - momentum) * s)
             for (m, s), (rm, rs) in zip(batch, running, strict=True)]
+
+
+class RunningStatistics(nn.Module):
+    """`running_statistics` with its running average kept in the method's checkpoint (as extra state), so a
+    resumed run continues the average instead of restarting it from one batch. Checkpoints written before it
+    was stored load with no average (the first batch starts it, as in a fresh run)."""
+
+    def __init__(self, momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"running statistics: the momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.value: Statistics | None = None
+        self.register_load_state_dict_pre_hook(self._older_checkpoint_has_none)
+
+    def forward(self, batch: Statistics) -> Statistics:
+        """The statistics to compare for this batch; remembers them (detached) for the next one."""
+        running = None if self.value is None else [
+            (rm.to(m.device), rs.to(s.device)) for (rm, rs), (m, s) in zip(self.value, batch, strict=True)]
+        stats = running_statistics(batch, running, self.momentum)
+        self.value = [(m.detach(), s.detach()) for m, s in stats]
+        return stats
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        value = (state or {}).get("value")
+        self.value = None if value is None else [(m, s) for m, s in value]
+
+    @staticmethod
+    def _older_checkpoint_has_none(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+        state_dict.setdefault(f"{prefix}_extra_state", {"value": None})
 
 
 def feature_statistics_loss(features: Sequence[Tensor], targets: Statistics) -> Tensor:

@@ -50,10 +50,10 @@ from taskbridge.callbacks import EMA, Callback, ParameterDrift
 from taskbridge.checkpoint import untrained_prefixes
 from taskbridge.config import build
 from taskbridge.losses.feature_statistics import (
+    RunningStatistics,
     Statistics,
     channel_statistics,
     clean_feature_statistics,
-    running_statistics,
     statistics_loss,
 )
 from taskbridge.methods.base import Method, check_no_reference
@@ -233,7 +233,8 @@ class VaT(Method):
             raise ValueError(f"method.feature_momentum must be in [0, 1), got {feature_momentum}")
         self.feature_align, self.feature_momentum = feature_align, feature_momentum
         self._clean_features: Statistics | None = None
-        self._running_features: Statistics | None = None  # not checkpointed: restarts from one batch on resume
+        # the running average is checkpointed (extra state), so a resumed run continues it
+        self.running_features = RunningStatistics(feature_momentum) if feature_align > 0 else None
         self.u_threshold = u_threshold
         needs_clean = conf_hi_quantile is not None or feature_align > 0
         self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or needs_clean else None
@@ -507,9 +508,8 @@ class VaT(Method):
             total = total + self.mle_weight * mle
             logs.update(mle_logs)
         if self.feature_align > 0:  # through the gate and T: both move what the task model sees
-            stats = running_statistics([channel_statistics(f) for f in self.task.feature_maps(out)],
-                                       self._running_features, self.feature_momentum)
-            self._running_features = [(m.detach(), s.detach()) for m, s in stats]
+            assert self.running_features is not None
+            stats = self.running_features([channel_statistics(f) for f in self.task.feature_maps(out)])
             feat = statistics_loss(stats, self.clean_feature_targets())
             self._check("feature alignment", feat)
             total = total + self.feature_align * feat
