@@ -437,3 +437,29 @@ def test_feature_alignment_moves_the_gate_and_t_toward_clean_feature_statistics(
         VaT(task=TASKS.create("yolov5n"), nuq=None, feature_align=1.0)
     with pytest.raises(ValueError, match="FakeDetector exposes no feature maps"):
         VaT(task=FakeDetector(), nuq_fit=fit, feature_align=1.0)
+
+
+def test_oracle_labels_replace_the_degraded_sides_pseudo_labels(street: Tensor, tmp_path: Path) -> None:
+    """method.oracle_labels (a ceiling, not VaT): the fusion and translation flows train on the photos' own
+    boxes, carried onto the views, certain and at full weight; the clean side keeps its pseudo-labels."""
+    task = FakeDetector()
+    nuq = fit_nuq_from_detector(task, street[4:], split="coco256_street/val2017[4:8]", batch_size=2)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in range(2):
+        (labels / f"p{i}.txt").write_text("1 0.5 0.5 0.25 0.25\n" if i == 0 else "1 0.25 0.75 0.5 0.5\n1 0.9 0.1 0.2 0.2\n")
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, oracle_labels=str(labels))
+    batch = {"A": 0.3 * street[:2], "B": street[2:4], "A_paths": ["a/p0.jpg", "a/p1.jpg"],
+             "A_windows": torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.5, 1.0, 0.5]], dtype=torch.float64),
+             "A_flips": [False, True]}
+    logs = method.training_step(batch, 0)
+    share = 1.0 - float(logs["mix/clean_share"])
+    fusion = task.calls[0]
+    degraded = (fusion.batch_index >= 0) & torch.isclose(fusion.weights, torch.tensor(share))
+    rows = sorted((int(i), *[round(v, 4) for v in b.tolist()])
+                  for i, b in zip(fusion.batch_index[degraded], fusion.boxes[degraded], strict=True))
+    # p0: the whole photo; p1: its right half, mirrored: (0.9, 0.1) -> x 0.8 of the half -> 0.2 mirrored
+    assert rows == [(0, 0.5, 0.5, 0.25, 0.25), (1, 0.2, 0.1, 0.4, 0.2)]
+    assert not bool(fusion.soft[degraded].any()) and bool((fusion.labels[degraded] == 0).all())
+    with pytest.raises(ValueError, match="oracle_labels replaces detection pseudo-labels"):
+        VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, oracle_labels=str(labels), use_mle=False)

@@ -84,6 +84,8 @@ class UnpairedDataset(EpochDataset):
     takes their place) or raise (`on_error="raise"`). With `skip_log` set (the trainer sets it to
     `<run>/skipped.jsonl`), each skip is also appended there as one JSON line, from whichever loader
     worker met it, so the run's summary can list them.
+    Each A item also says which part of its photo it shows: "A_window" (top, left, height, width as
+    fractions of the photo) and "A_flip", so boxes labelled on the photo can follow it (`window_boxes`).
     """
 
     def __init__(
@@ -157,7 +159,9 @@ class UnpairedDataset(EpochDataset):
                         log.write(json.dumps({"file": str(path), "side": side, "reason": str(err)}) + "\n")
         raise ImageReadError(f"no readable image left on side {side} ({len(files)} files, all unreadable)")
 
-    def _prepare(self, image: Tensor, g: torch.Generator) -> Tensor:
+    def _prepare(self, image: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, bool]:
+        """The training view of one photo, the window of the photo it shows (top, left, height, width as
+        fractions; resizing keeps fractions) and whether it was mirrored."""
         if self.resize is not None:
             if self.keep_aspect:
                 h, w = image.shape[-2:]
@@ -165,8 +169,9 @@ class UnpairedDataset(EpochDataset):
                 image = resize_image(image, (max(1, round(h * r)), max(1, round(w * r))))
             else:
                 image = resize_image(image, self.resize)  # type: ignore[arg-type]
+        window = (0.0, 0.0, 1.0, 1.0)
         if self.crop == "random_resized":
-            image = self._random_resized(image, g)
+            image, window = self._random_resized(image, g)
         elif self.crop != "none":
             th, tw = self.size
             h, w = image.shape[-2:]
@@ -180,11 +185,13 @@ class UnpairedDataset(EpochDataset):
             else:
                 top, left = (h - th) // 2, (w - tw) // 2
             image = image[:, top : top + th, left : left + tw]
-        if self.flip and bool(torch.rand(1, generator=g) < 0.5):
+            window = (top / h, left / w, th / h, tw / w)
+        flipped = self.flip and bool(torch.rand(1, generator=g) < 0.5)
+        if flipped:
             image = image.flip(-1)
-        return image.contiguous()
+        return image.contiguous(), torch.tensor(window, dtype=torch.float64), flipped
 
-    def _random_resized(self, image: Tensor, g: torch.Generator) -> Tensor:
+    def _random_resized(self, image: Tensor, g: torch.Generator) -> tuple[Tensor, tuple[float, float, float, float]]:
         h, w = image.shape[-2:]
         lo, hi = self.crop_scale
         area = (lo + (hi - lo) * float(torch.rand(1, generator=g))) * h * w
@@ -193,7 +200,8 @@ class UnpairedDataset(EpochDataset):
         cw = min(w, max(1, round(math.sqrt(area * aspect * w / h))))
         top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-        return resize_image(image[:, top : top + ch, left : left + cw], self.size)
+        return resize_image(image[:, top : top + ch, left : left + cw], self.size), (top / h, left / w, ch / h, cw / w)
+
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ia, ib = self.pair_indices(index)
@@ -201,7 +209,30 @@ class UnpairedDataset(EpochDataset):
         b, b_path = self._read(self.b_files, ib, "B")
         ga = torch.Generator().manual_seed(_seed_of(self.seed, self.epoch, index, 1))
         gb = torch.Generator().manual_seed(_seed_of(self.seed, self.epoch, index, 2))
-        return {"A": self._prepare(a, ga), "B": self._prepare(b, gb), "A_path": str(a_path), "B_path": str(b_path)}
+        a, window, flipped = self._prepare(a, ga)
+        return {"A": a, "B": self._prepare(b, gb)[0], "A_path": str(a_path), "B_path": str(b_path),
+                "A_window": window, "A_flip": flipped}
+
+
+def window_boxes(boxes: Tensor, window: Tensor, flipped: bool, size: tuple[int, int],
+                 min_visible: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Boxes given as fractions of a photo (xyxy in [0, 1]) -> pixels of its training view of `size` (h, w)
+    that shows `window` (top, left, height, width as fractions) of the photo, mirrored if `flipped`; and the
+    mask of the boxes kept. Boxes are clipped to the view; one keeping less than `min_visible` of its
+    area is dropped (a sliver at the edge is not an object a detector should be asked to find)."""
+    top, left, wh, ww = (float(v) for v in window)
+    h, w = size
+    b = boxes.double().reshape(-1, 4)
+    x = (b[:, [0, 2]] - left) / ww
+    y = (b[:, [1, 3]] - top) / wh
+    area = (x[:, 1] - x[:, 0]) * (y[:, 1] - y[:, 0])
+    x, y = x.clamp(0, 1), y.clamp(0, 1)
+    visible = (x[:, 1] - x[:, 0]) * (y[:, 1] - y[:, 0])
+    keep = (area > 0) & (visible >= min_visible * area)
+    if flipped:
+        x = 1 - x.flip(-1)
+    out = torch.stack([x[:, 0] * w, y[:, 0] * h, x[:, 1] * w, y[:, 1] * h], dim=1)
+    return out[keep].float(), keep
 
 
 def unpaired_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -213,9 +244,13 @@ def unpaired_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 f"unpaired_collate: side {side} has images of different sizes {sorted(shapes)}; "
                 "set crop='random'/'center' or a fixed resize=(h, w)"
             )
-    return {
+    out = {
         "A": torch.stack([item["A"] for item in batch]),
         "B": torch.stack([item["B"] for item in batch]),
         "A_paths": [item["A_path"] for item in batch],
         "B_paths": [item["B_path"] for item in batch],
     }
+    if all("A_window" in item for item in batch):  # folder data: which part of each A photo is shown
+        out["A_windows"] = torch.stack([item["A_window"] for item in batch])
+        out["A_flips"] = [bool(item["A_flip"]) for item in batch]
+    return out

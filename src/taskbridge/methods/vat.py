@@ -66,6 +66,8 @@ from taskbridge.uncertainty.augment import AugmentPolicy, augment_batch_with_ori
 from taskbridge.uncertainty.certainty import WEIGHTINGS, background_weight, detections_to_targets
 from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, sample_clean_share
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
+from taskbridge.uncertainty.oracle_labels import OracleLabels
+from taskbridge.uncertainty.oracle_labels import certain as oracle_certain
 from taskbridge.uncertainty.pseudo_labels import classification_pseudo_labels, predict_views, union_nms
 
 
@@ -172,6 +174,8 @@ class VaT(Method):
         teacher_ema: Unit | None = None,
         feature_align: NonNegativeFloat = 0.0,
         feature_momentum: Unit = 0.9,
+        oracle_labels: str | None = None,
+        oracle_ids: str = "coco1",
         cycle_weight: NonNegativeFloat = 1.0,
         mle_weight: NonNegativeFloat = 1.0,
     ) -> None:
@@ -235,6 +239,9 @@ class VaT(Method):
         self._clean_features: Statistics | None = None
         # the running average is checkpointed (extra state), so a resumed run continues it
         self.running_features = RunningStatistics(feature_momentum) if feature_align > 0 else None
+        # oracle_labels (a diagnostic, not VaT: default none): the degraded photos' human labels replace the
+        # pseudo-labels of the fusion and translation flows, to measure what a perfect signal would teach
+        self.oracle = self._check_oracle(oracle_labels, oracle_ids, use_mle)
         self.u_threshold = u_threshold
         needs_clean = conf_hi_quantile is not None or feature_align > 0
         self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or needs_clean else None
@@ -288,6 +295,16 @@ class VaT(Method):
         if is_npz and (nuq_fit.pool is None or nuq_fit.fractions is None):
             raise ValueError("method.nuq_fit with an .npz needs pool and fractions (the clean pool of data.split)")
         return nuq_fit.model_copy(update={"folder": str(folder)})
+
+    def _check_oracle(self, folder: str | None, ids: str, use_mle: bool) -> OracleLabels | None:
+        if folder is None:
+            return None
+        if self.kind != "detection" or not use_mle:
+            raise ValueError("method.oracle_labels replaces detection pseudo-labels: it needs a detection task "
+                             "and use_mle: true")
+        from taskbridge.data.root import resolve_data_path
+
+        return OracleLabels(resolve_data_path(folder), ids)
 
     def fit_nuq(self) -> NUQ | None:
         """Fit the NUQ from `nuq_fit` (lazily, at the first training step, on the task's device), so
@@ -503,8 +520,11 @@ class VaT(Method):
             logs.update({"cyc/total": cyc.detach(), "cyc/forward": cyc_f.detach(), "cyc/backward": cyc_b.detach()})
 
         if self.use_mle:
-            mle, mle_logs = (self._mle_detection if self.kind == "detection" else self._mle_classification)(
-                a, r, b, fused, out)
+            if self.kind == "detection":
+                truth = None if self.oracle is None else self.oracle.detections(batch, tuple(a.shape[-2:]), a.device)
+                mle, mle_logs = self._mle_detection(a, r, b, fused, out, truth)
+            else:
+                mle, mle_logs = self._mle_classification(a, r, b, fused, out)
             total = total + self.mle_weight * mle
             logs.update(mle_logs)
         if self.feature_align > 0:  # through the gate and T: both move what the task model sees
@@ -531,22 +551,28 @@ class VaT(Method):
         return loss
 
     # ---------------------------------------------------------------- detection
-    def _mle_detection(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _mle_detection(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor,
+                       truth: list[Detections] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The three MLE flows; `truth` (oracle_labels) replaces the degraded side's pseudo-labels."""
         stride = int(getattr(self.task, "stride", 1))
         h, w = a.shape[-2:]
         if h % stride or w % stride:
             raise ValueError(f"VaT: image size {h}x{w} is not a multiple of the detector stride {stride}; "
                              "crop/resize training images accordingly")
-        need_l = self.flows["translation"] and self.pseudo_views == "code"
+        need_l = self.flows["translation"] and self.pseudo_views == "code" and truth is None
         with torch.no_grad():
-            views = [b, a, r] + (self._translated_views(r, a, fused, out) if need_l else [])
+            views = [b] + ([a, r] if truth is None else []) + (self._translated_views(r, a, fused, out) if need_l else [])
             pv = predict_views(self.task, views, self.pseudo_conf, self.pseudo_iou, self.pseudo_max_det, self.classes)
             y_hq = pv[0]
-            y_lq = union_nms([pv[1], pv[2]], self.pseudo_iou, self.pseudo_max_det)
-            y_l = union_nms([pv[3], pv[2], pv[1], pv[4]], self.pseudo_iou, self.pseudo_max_det) if need_l else y_lq
             s_hq, w_hq = self._det_uncertainty(y_hq)
-            s_lq, w_lq = self._det_uncertainty(y_lq)
-            s_l, w_l = (s_lq, w_lq) if y_l is y_lq else self._det_uncertainty(y_l)
+            if truth is not None:
+                y_lq = y_l = truth
+                s_lq, w_lq = s_l, w_l = oracle_certain(truth)
+            else:
+                y_lq = union_nms([pv[1], pv[2]], self.pseudo_iou, self.pseudo_max_det)
+                y_l = union_nms([pv[3], pv[2], pv[1], pv[4]], self.pseudo_iou, self.pseudo_max_det) if need_l else y_lq
+                s_lq, w_lq = self._det_uncertainty(y_lq)
+                s_l, w_l = (s_lq, w_lq) if y_l is y_lq else self._det_uncertainty(y_l)
         share1, share2 = self._shares()
         hw = (h, w)
         zero = out.sum() * 0.0

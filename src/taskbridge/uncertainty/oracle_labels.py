@@ -1,0 +1,64 @@
+"""Human labels of the degraded training photos, in place of VaT's pseudo-labels: an oracle ceiling.
+
+VaT is unsupervised. `method.oracle_labels` swaps its pseudo-labels of the degraded side (the fusion and
+translation flows) for the photos' ground-truth boxes, carried onto each training view (crop, resize,
+flip), certain and at full weight. It answers "how much could this translator learn at this budget from a
+perfect signal?": if even that does not lift the detector, better pseudo-labels cannot either. It reads
+the labels VaT never reads, so it is a diagnostic, never a result to compare with the unsupervised rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from taskbridge.data.labels import COCO80_NAMES, DAWN_YOLO_IDS, LabelFormatError, read_yolo_txt
+from taskbridge.data.unpaired import window_boxes
+from taskbridge.tasks.base import Detections
+
+ID_MAPS = {"coco1": DAWN_YOLO_IDS, "coco0": dict(enumerate(COCO80_NAMES))}  # what the files' class ids mean
+
+
+class OracleLabels:
+    """YOLO txt labels (`<stem>.txt`, normalised `cls cx cy w h`) of the A photos -> `Detections` per view."""
+
+    def __init__(self, folder: str | Path, ids: str = "coco1") -> None:
+        if ids not in ID_MAPS:
+            raise ValueError(f"method.oracle_ids: '{ids}' is not one of {', '.join(ID_MAPS)}")
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"method.oracle_labels: {self.folder} is not a folder of YOLO label files")
+        self.ids = ID_MAPS[ids]
+        self._cache: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def of_photo(self, photo: str) -> tuple[Tensor, Tensor]:
+        """(xyxy as fractions of the photo [N, 4], COCO class index [N]) of one A photo, read once."""
+        if photo not in self._cache:
+            path = self.folder / f"{Path(photo).stem}.txt"
+            if not path.is_file():
+                raise LabelFormatError(f"method.oracle_labels: no label file {path} for the training photo {photo}")
+            ann = read_yolo_txt(path, (1, 1), self.ids, COCO80_NAMES, on_unknown="error")
+            self._cache[photo] = (ann.boxes, ann.labels)
+        return self._cache[photo]
+
+    def detections(self, batch: dict, size: tuple[int, int], device: torch.device | str) -> list[Detections]:
+        """The labels of every A view of an unpaired batch, in its pixels, as certain detections (score 1)."""
+        if "A_windows" not in batch:
+            raise ValueError("method.oracle_labels needs folder data (data.train_A): the batch does not say which "
+                             "part of each photo its views show")
+        out = []
+        for photo, window, flipped in zip(batch["A_paths"], batch["A_windows"], batch["A_flips"], strict=True):
+            boxes, labels = self.of_photo(photo)
+            view, keep = window_boxes(boxes, window, flipped, size)
+            n = int(keep.sum())
+            out.append(Detections(view.to(device), torch.ones(n, device=device), labels[keep].to(device)))
+        return out
+
+
+def certain(dets: Sequence[Detections]) -> tuple[list[Tensor], list[Tensor]]:
+    """Uncertainty score 0 and label weight 1 for every box: what VaT's certainty test keeps in full."""
+    return ([torch.zeros(len(d), device=d.boxes.device) for d in dets],
+            [torch.ones(len(d), device=d.boxes.device) for d in dets])
