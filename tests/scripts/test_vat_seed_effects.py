@@ -3,7 +3,6 @@ splits an additive table exactly, and runs are read back from their scored resul
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,6 @@ import pytest
 from scipy import stats
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vat_seed_effects.py"
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("vat_seed_effects", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def scored_run(root: Path, name: str, map50: float) -> None:
