@@ -67,6 +67,11 @@ def test_dawn_labels_become_coco_detections_of_each_view(shared_data: Path, tmp_
         assert len(d) == len(lines) > 0  # the whole photo: every box kept
         assert sorted(d.labels.tolist()) == sorted(int(ln[0]) - 1 for ln in lines)  # 1-indexed COCO ids
         assert bool((d.boxes >= 0).all() and (d.boxes <= 160).all()) and bool((d.scores == 1).all())
+    visible = OracleLabels(dawn / "yolo_labels", min_size=12).detections(batch, (160, 160), "cpu")
+    for d, v in zip(dets, visible, strict=True):
+        short = torch.minimum(d.boxes[:, 2] - d.boxes[:, 0], d.boxes[:, 3] - d.boxes[:, 1])
+        assert len(v) == int((short >= 12).sum())
+    assert sum(len(v) for v in visible) < sum(len(d) for d in dets)  # DAWN's far cars are under 12 px at 160
     with pytest.raises(LabelFormatError, match="no label file .*nothing.txt"):
         labels.of_photo(str(tmp_path / "nothing.jpg"))
     with pytest.raises(ValueError, match="needs folder data"):

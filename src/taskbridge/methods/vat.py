@@ -176,6 +176,7 @@ class VaT(Method):
         feature_momentum: Unit = 0.9,
         oracle_labels: str | None = None,
         oracle_ids: str = "coco1",
+        oracle_min_size: NonNegativeFloat = 0.0,
         cycle_weight: NonNegativeFloat = 1.0,
         mle_weight: NonNegativeFloat = 1.0,
     ) -> None:
@@ -241,7 +242,8 @@ class VaT(Method):
         self.running_features = RunningStatistics(feature_momentum) if feature_align > 0 else None
         # oracle_labels (a diagnostic, not VaT: default none): the degraded photos' human labels replace the
         # pseudo-labels of the fusion and translation flows, to measure what a perfect signal would teach
-        self.oracle = self._check_oracle(oracle_labels, oracle_ids, use_mle)
+        # (oracle_min_size: only boxes whose shorter side in the training view is at least this many pixels)
+        self.oracle = self._check_oracle(oracle_labels, oracle_ids, oracle_min_size, use_mle)
         self.u_threshold = u_threshold
         needs_clean = conf_hi_quantile is not None or feature_align > 0
         self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or needs_clean else None
@@ -296,7 +298,7 @@ class VaT(Method):
             raise ValueError("method.nuq_fit with an .npz needs pool and fractions (the clean pool of data.split)")
         return nuq_fit.model_copy(update={"folder": str(folder)})
 
-    def _check_oracle(self, folder: str | None, ids: str, use_mle: bool) -> OracleLabels | None:
+    def _check_oracle(self, folder: str | None, ids: str, min_size: float, use_mle: bool) -> OracleLabels | None:
         if folder is None:
             return None
         if self.kind != "detection" or not use_mle:
@@ -304,7 +306,7 @@ class VaT(Method):
                              "and use_mle: true")
         from taskbridge.data.root import resolve_data_path
 
-        return OracleLabels(resolve_data_path(folder), ids)
+        return OracleLabels(resolve_data_path(folder), ids, min_size)
 
     def fit_nuq(self) -> NUQ | None:
         """Fit the NUQ from `nuq_fit` (lazily, at the first training step, on the task's device), so

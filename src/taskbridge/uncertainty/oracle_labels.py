@@ -25,13 +25,14 @@ ID_MAPS = {"coco1": DAWN_YOLO_IDS, "coco0": dict(enumerate(COCO80_NAMES))}  # wh
 class OracleLabels:
     """YOLO txt labels (`<stem>.txt`, normalised `cls cx cy w h`) of the A photos -> `Detections` per view."""
 
-    def __init__(self, folder: str | Path, ids: str = "coco1") -> None:
+    def __init__(self, folder: str | Path, ids: str = "coco1", min_size: float = 0.0) -> None:
         if ids not in ID_MAPS:
             raise ValueError(f"method.oracle_ids: '{ids}' is not one of {', '.join(ID_MAPS)}")
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"method.oracle_labels: {self.folder} is not a folder of YOLO label files")
         self.ids = ID_MAPS[ids]
+        self.min_size = float(min_size)  # shorter side in the view's pixels: smaller boxes are left out
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
 
     def of_photo(self, photo: str) -> tuple[Tensor, Tensor]:
@@ -53,8 +54,11 @@ class OracleLabels:
         for photo, window, flipped in zip(batch["A_paths"], batch["A_windows"], batch["A_flips"], strict=True):
             boxes, labels = self.of_photo(photo)
             view, keep = window_boxes(boxes, window, flipped, size)
-            n = int(keep.sum())
-            out.append(Detections(view.to(device), torch.ones(n, device=device), labels[keep].to(device)))
+            labels = labels[keep]
+            if self.min_size > 0:
+                big = torch.minimum(view[:, 2] - view[:, 0], view[:, 3] - view[:, 1]) >= self.min_size
+                view, labels = view[big], labels[big]
+            out.append(Detections(view.to(device), torch.ones(len(view), device=device), labels.to(device)))
         return out
 
 
