@@ -202,7 +202,6 @@ class UnpairedDataset(EpochDataset):
         left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
         return resize_image(image[:, top : top + ch, left : left + cw], self.size), (top / h, left / w, ch / h, cw / w)
 
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         ia, ib = self.pair_indices(index)
         a, a_path = self._read(self.a_files, ia, "A")

@@ -236,7 +236,7 @@ class VaT(Method):
         # (feature_momentum: the statistics compared are a running average over batches, see running_statistics)
         if not 0.0 <= feature_momentum < 1.0:
             raise ValueError(f"method.feature_momentum must be in [0, 1), got {feature_momentum}")
-        self.feature_align, self.feature_momentum = feature_align, feature_momentum
+        self.feature_align = feature_align
         self._clean_features: Statistics | None = None
         # the running average is checkpointed (extra state), so a resumed run continues it
         self.running_features = RunningStatistics(feature_momentum) if feature_align > 0 else None
@@ -529,8 +529,7 @@ class VaT(Method):
                 mle, mle_logs = self._mle_classification(a, r, b, fused, out)
             total = total + self.mle_weight * mle
             logs.update(mle_logs)
-        if self.feature_align > 0:  # through the gate and T: both move what the task model sees
-            assert self.running_features is not None
+        if self.running_features is not None:  # feature_align > 0: through the gate and T, what the task model sees
             stats = self.running_features([channel_statistics(f) for f in self.task.feature_maps(out)])
             feat = statistics_loss(stats, self.clean_feature_targets())
             self._check("feature alignment", feat)
