@@ -224,6 +224,30 @@ def test_demo_answers_every_corpus_image_in_one_line(corpus: Path, before: dict,
     assert _hashes(corpus) == before
 
 
+def test_fit_with_oracle_labels_refuses_bad_label_files_in_one_line(corpus: Path, before: dict, tmp_path: Path,
+                                                                    shared_data: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """method.oracle_labels (a diagnostic that trains on human boxes) over the corpus's YOLO folder: a missing
+    folder is refused before any run folder exists; a malformed label file of a training photo stops the fit
+    at its first step, one line naming the file (a silently dropped box would change the ceiling measured)."""
+    monkeypatch.setenv("TASKBRIDGE_DATA", str(shared_data))  # method.nuq_fit.folder resolves under it
+    oracle = [str(REPO / "recipes" / "dehaze-det-vat-learn-oracle.yaml"), f"data.train_A={corpus / 'yolo' / 'images' / 'val'}",
+              "data.split=null", "train.steps=2", "train.progress=false", "--no-report"]
+    proc = run(["fit", *oracle, f"method.oracle_labels={tmp_path / 'nowhere'}", "-o", str(tmp_path / "run")], tmp_path)
+    err = _clean(proc)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1
+    assert f"method.oracle_labels: {tmp_path / 'nowhere'} is not a folder of YOLO label files" in err
+    assert not (tmp_path / "run").exists()
+    proc = run(["fit", *oracle, f"method.oracle_labels={corpus / 'yolo' / 'labels' / 'val'}", "-o",
+                str(tmp_path / "run2")], tmp_path)
+    errors = [line for line in _clean(proc).splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    named = {stem for stem in ("malformed", "not_numbers", "negative_size")
+             if str(corpus / "yolo" / "labels" / "val" / f"{stem}.txt") in errors[0]}
+    assert len(named) == 1, errors[0]
+    assert _hashes(corpus) == before
+
+
 def test_evaluate_quality_skips_what_it_cannot_score(corpus: Path, before: dict, tmp_path: Path) -> None:
     proc = run(["evaluate-quality", "--pred", str(corpus / "images"), "--json", str(tmp_path / "q.json")], tmp_path)
     err = _clean(proc)
