@@ -463,3 +463,21 @@ def test_oracle_labels_replace_the_degraded_sides_pseudo_labels(street: Tensor, 
     assert not bool(fusion.soft[degraded].any()) and bool((fusion.labels[degraded] == 0).all())
     with pytest.raises(ValueError, match="oracle_labels replaces detection pseudo-labels"):
         VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, oracle_labels=str(labels), use_mle=False)
+
+
+def test_relative_method_data_paths_resolve_against_the_recipes_data_root(tmp_path: Path, monkeypatch) -> None:
+    """`nuq_fit.folder` and `oracle_labels` of a recipe with `data.root` read from that root, as its photos do;
+    without it they follow $TASKBRIDGE_DATA (here a folder without them: refused, naming the key)."""
+    from taskbridge.inference.load import build_method
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "labels").mkdir()
+    monkeypatch.setenv("TASKBRIDGE_DATA", str(tmp_path / "elsewhere"))
+    method = {"type": "vat", "task": {"type": "test-vat-fake-detector"}, "translator": {"width": 4},
+              "nuq_fit": {"folder": "photos", "split": "x"}, "oracle_labels": "labels"}
+    m = build_method({"data": {"root": str(tmp_path)}, "method": method})
+    assert Path(m._nuq_fit.folder) == tmp_path / "photos" and m.oracle.folder == tmp_path / "labels"
+    with pytest.raises(FileNotFoundError, match="method.oracle_labels: .*elsewhere"):
+        build_method({"data": {}, "method": method})
+    with pytest.raises(FileNotFoundError, match="method.nuq_fit.folder: .*elsewhere"):
+        build_method({"method": {k: v for k, v in method.items() if k != "oracle_labels"}})

@@ -20,13 +20,17 @@ class PipelineError(ValueError):
 
 
 def build_method(config: Mapping[str, Any]) -> nn.Module:
-    """The method of a recipe (or of a checkpoint's recorded recipe), built through the registry."""
+    """The method of a recipe (or of a checkpoint's recorded recipe), built through the registry; data paths
+    in its method section resolve against the recipe's `data.root` when it sets one."""
     from taskbridge.config import build
+    from taskbridge.data.root import recipe_data_root
     from taskbridge.registry import METHODS
 
     if not isinstance(config.get("method"), Mapping):
         raise ckpt.CheckpointError("the recipe has no 'method' section")
-    return build(METHODS, config["method"], "method")
+    data = config.get("data")
+    with recipe_data_root(data.get("root") if isinstance(data, Mapping) else None):
+        return build(METHODS, config["method"], "method")
 
 
 def load_inference_model(path: str | os.PathLike[str], device: str | torch.device = "cpu", prefer: str = "best",
