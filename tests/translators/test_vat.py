@@ -138,3 +138,22 @@ def test_global_residual_starts_at_identity_and_still_learns() -> None:
     loss = (t_b(x) - 0.5).abs().mean()
     loss.backward()
     assert t_b.transform.out.weight.grad is not None and t_b.transform.out.weight.grad.abs().sum() > 0
+
+
+def test_image_gate_is_one_weight_per_image_and_channel_and_trains() -> None:
+    """gate_pool image: the mean of the per-pixel logits, broadcast; each photo gets its own, and the gate's
+    inner layers get gradient through the pooling."""
+    f_a = VaTTranslator(6, width=8, gate_pool="image")
+    r, d = torch.rand(2, 3, 12, 16), torch.rand(2, 3, 12, 16)
+    d[1] = d[1] * 0.2
+    fused, g = f_a.fuse(r, d)
+    assert g.shape == (2, 3, 12, 16)
+    torch.testing.assert_close(g, g[..., :1, :1].expand_as(g))  # constant over the pixels
+    assert not torch.allclose(g[0, :, 0, 0], g[1, :, 0, 0])  # but not over the photos
+    logits = f_a.fusion.conv_out(f_a.fusion.block(f_a.fusion.conv_in(torch.cat([r, d], 1))))
+    torch.testing.assert_close(g[..., 0, 0], torch.sigmoid(logits.mean(dim=(-2, -1))))
+    torch.testing.assert_close(fused, (1 - g) * r + g * d)
+    fused.sum().backward()
+    assert f_a.fusion.conv_in.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="gate_pool"):
+        VaTTranslator(6, width=8, gate_pool="channel")

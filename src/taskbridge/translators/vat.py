@@ -4,7 +4,9 @@ Layout follows the official network (REFERENCE §1.1), reimplemented from its de
 
 * GFM (6-channel model only): concat[I_R, I_LQ] -> Conv3x3 6->w -> TB(w) -> Conv1x1 w->3 -> sigmoid
   gate g; I_F = (1 - g) * I_R + g * I_LQ, per pixel and per channel (the paper says one channel;
-  ``gate_channels=1`` gives that variant).
+  ``gate_channels=1`` gives that variant). ``gate_pool="image"`` (beyond the paper) averages the gate's logits
+  over the image: one weight per image and channel, a low-capacity fusion that can follow each photo's fog
+  density but cannot fit per-pixel detail of a few training photos.
 * UTM: Conv3x3 3->w, two down stages (Conv3x3 to half width + PixelUnshuffle 2, TB), two up stages
   (Conv3x3 to double width + PixelShuffle 2), one skip connection at H/2, Conv3x3 w->3.
   No global residual, clamp or output activation.
@@ -17,6 +19,8 @@ backward cycle. Parameter counts (ours, counted by the tests): width 16 -> GFM 5
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,14 +29,20 @@ from taskbridge.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from taskbridge.registry import TRANSLATORS
 from taskbridge.translators.restormer import TransformerBlock
 
+GatePool = Literal["pixel", "image"]
+
 
 class GatedFusion(nn.Module):
     """G_A: learns, per pixel, how much of the degraded input to keep where the restorer failed."""
 
-    def __init__(self, width: int = 16, heads: int = 2, expansion: float = 2.66, gate_channels: int = 3) -> None:
+    def __init__(self, width: int = 16, heads: int = 2, expansion: float = 2.66, gate_channels: int = 3,
+                 pool: GatePool = "pixel") -> None:
         super().__init__()
         if gate_channels not in (1, 3):
             raise ValueError(f"gate_channels must be 1 or 3, got {gate_channels}")
+        if pool not in ("pixel", "image"):
+            raise ValueError(f"gate_pool must be 'pixel' or 'image', got {pool!r}")
+        self.pool = pool
         self.conv_in = nn.Conv2d(6, width, 3, padding=1)
         self.block = TransformerBlock(width, heads, expansion)
         self.conv_out = nn.Conv2d(width, gate_channels, 1)
@@ -40,7 +50,10 @@ class GatedFusion(nn.Module):
     def gate(self, restored: Tensor, degraded: Tensor) -> Tensor:
         """Gate g in [0, 1]: weight of the *degraded* image."""
         x = torch.cat([restored, degraded], dim=1)
-        return torch.sigmoid(self.conv_out(self.block(self.conv_in(x))))
+        logits = self.conv_out(self.block(self.conv_in(x)))
+        if self.pool == "image":  # one weight per image and channel, broadcast back to the pixels
+            logits = logits.mean(dim=(-2, -1), keepdim=True).expand_as(logits)
+        return torch.sigmoid(logits)
 
     def forward(self, restored: Tensor, degraded: Tensor) -> tuple[Tensor, Tensor]:
         g = self.gate(restored, degraded)
@@ -110,6 +123,7 @@ class VaTTranslator(nn.Module):
         gate_channels: int = 3,
         global_residual: bool = False,
         out_init_std: float = 0.0,
+        gate_pool: GatePool = "pixel",
     ) -> None:
         super().__init__()
         if gated is None:
@@ -124,7 +138,7 @@ class VaTTranslator(nn.Module):
         self.in_channels = in_channels
         self.gated = gated
         self.width = width
-        self.fusion = GatedFusion(width, heads, expansion, gate_channels) if gated else None
+        self.fusion = GatedFusion(width, heads, expansion, gate_channels, gate_pool) if gated else None
         self.transform = UTransform(width, heads, expansion, global_residual, out_init_std)
 
     def fuse(self, restored: Tensor, degraded: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,10 +169,13 @@ def vat_translator(
     gate_channels: int = 3,
     global_residual: bool = False,
     out_init_std: NonNegativeFloat = 0.0,
+    gate_pool: GatePool = "pixel",
 ) -> VaTTranslator:
     """VaT translator: gated fusion + U-shaped Restormer transformer (width 16 = 0.19 M params).
 
     `out_init_std` > 0 (with `global_residual`) draws the last conv from N(0, std) instead of zeros: the
     start is still within ~std of the identity, but the inner layers get gradient from step 0 (with a
-    zero last conv they get exactly none, and the identity is a fixed point of the cycle loss)."""
-    return VaTTranslator(in_channels, gated, width, heads, expansion, gate_channels, global_residual, out_init_std)
+    zero last conv they get exactly none, and the identity is a fixed point of the cycle loss). `gate_pool`
+    "image" makes the gate one weight per image and channel (the mean of its per-pixel logits)."""
+    return VaTTranslator(in_channels, gated, width, heads, expansion, gate_channels, global_residual, out_init_std,
+                         gate_pool)
