@@ -19,7 +19,7 @@ backward cycle. Parameter counts (ours, counted by the tests): width 16 -> GFM 5
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +40,8 @@ class GatedFusion(nn.Module):
         super().__init__()
         if gate_channels not in (1, 3):
             raise ValueError(f"gate_channels must be 1 or 3, got {gate_channels}")
-        if pool not in ("pixel", "image"):
-            raise ValueError(f"gate_pool must be 'pixel' or 'image', got {pool!r}")
+        if pool not in get_args(GatePool):
+            raise ValueError(f"gate_pool must be one of {', '.join(get_args(GatePool))}, got {pool!r}")
         self.pool = pool
         self.conv_in = nn.Conv2d(6, width, 3, padding=1)
         self.block = TransformerBlock(width, heads, expansion)
