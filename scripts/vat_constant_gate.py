@@ -5,11 +5,12 @@ I = (1 - g) * restored + g * degraded at a better g; that constant is the baseli
 For each g this copies a VaT run's checkpoint with the fusion's last 1x1 conv set to weight 0, bias logit(g)
 (the gate is then g for every pixel and photo) and T_A's transformation module set to the identity (its last
 conv zeroed; global residual), scores the copy on the plan's validation and test splits with the same
-`taskbridge evaluate` settings as scripts/vat_experiments.py, and picks the constant on validation:
+`taskbridge evaluate` settings as scripts/vat_experiments.py, and marks the constant validation prefers (every
+one of them when several tie):
 
     python scripts/vat_constant_gate.py dehaze runs/tables/dehaze-det-vat-learn-globalgate-step0-s0
     python scripts/vat_constant_gate.py lowlight-cls runs/tables/lowlight-cls-vat-learn-gateonly-step0-s0 \\
-        --gates 0 0.2 0.4 0.6 0.8 1
+        --gates 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1
 
 The copies (weights only) and evaluations go to <run>/constant-gate/g<g>/; a finished evaluation is reused.
 """
@@ -101,14 +102,15 @@ def main() -> None:
                                   args.data, "", ["--no-baseline", "--translator", str(folder / "checkpoint")],
                                   folder / "evaluate.log")
             scores[gate][split] = float(result["translator"][metric])
-    chosen = max(args.gates, key=lambda g: scores[g]["val"])
+    best = max(scores[g]["val"] for g in args.gates)
+    chosen = [g for g in args.gates if scores[g]["val"] == best]  # ties are all shown: no silent tie-break
     print(f"\n{args.run}: constant gate (weight of the degraded image), T_A = identity; {metric}\n")
     print("| gate | validation | test |\n|---|---|---|")
     for gate in args.gates:
-        mark = " (chosen on validation)" if gate == chosen else ""
+        mark = f" (best on validation{', tied' if len(chosen) > 1 else ''})" if gate in chosen else ""
         print(f"| {gate:g}{mark} | {scores[gate]['val']:.3f} | {scores[gate]['test']:.3f} |")
     (args.run / "constant-gate" / "scores.json").write_text(json.dumps(
-        {"metric": metric, "chosen_on_val": chosen, "scores": {f"{g:g}": s for g, s in scores.items()}}, indent=1))
+        {"metric": metric, "best_on_val": chosen, "scores": {f"{g:g}": s for g, s in scores.items()}}, indent=1))
 
 
 if __name__ == "__main__":
