@@ -220,7 +220,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--data", default="../shared/data", help="data root (as in the recipes)")
     ap.add_argument("--root", default="runs/tables", help="where runs and evaluations go")
-    ap.add_argument("overrides", nargs="*", help="extra recipe overrides for every fit, key=value")
+    ap.add_argument("overrides", nargs="*", help="extra recipe overrides for every fit, key=value, written right "
+                    "after PLAN (e.g. `lowlight-cls method.translator.gate_channels=1 --root runs/x --seeds 0`)")
     args = ap.parse_args()
     plan = PLANS[args.plan]
     root = Path(args.root)
