@@ -68,12 +68,13 @@ def write_copy(run: str, gate: float, out: Path) -> Path:
     return save_checkpoint(out, method, meta={**keep, "selected_by": f"constant gate {gate:g} from {source}"})
 
 
-def eval_args(plan: dict, run: Path, split: str, data: str) -> list[str]:
-    """The plan's test-split evaluation, pointed at `split` (its `--subset FILE:test` becomes `FILE:split`)."""
-    args = [a.format(data=data, split=run / "split_pools.json") for a in plan["eval"]]
+def on_split(plan: dict, split: str) -> dict:
+    """The plan with its test-split evaluation pointed at `split` (`--subset FILE:test` becomes `FILE:split`);
+    vat_experiments.evaluate fills in the data root and the run's split file as for the test split."""
+    args = list(plan["eval"])
     i = args.index("--subset") + 1
     args[i] = f"{args[i].rpartition(':')[0]}:{split}"
-    return args
+    return {**plan, "eval": args}
 
 
 def main() -> None:
@@ -98,9 +99,8 @@ def main() -> None:
                 sys.exit(str(err) if isinstance(err, CheckpointError) else f"{args.run}: {err}")
         scores[gate] = {}
         for split in SPLITS:
-            result = exp.evaluate({**plan, "eval": eval_args(plan, args.run, split, args.data)}, folder / split,
-                                  args.data, "", ["--no-baseline", "--translator", str(folder / "checkpoint")],
-                                  folder / "evaluate.log")
+            result = exp.evaluate(on_split(plan, split), folder / split, args.data, str(args.run / "split_pools.json"),
+                                  ["--no-baseline", "--translator", str(folder / "checkpoint")], folder / "evaluate.log")
             scores[gate][split] = float(result["translator"][metric])
     best = max(scores[g]["val"] for g in args.gates)
     chosen = [g for g in args.gates if scores[g]["val"] == best]  # ties are all shown: no silent tie-break

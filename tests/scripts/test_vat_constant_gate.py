@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -37,11 +39,25 @@ def test_constant_gate_needs_the_fusion_and_an_identity(script: ModuleType) -> N
 
 def test_evaluation_is_pointed_at_the_split(script: ModuleType, tmp_path: Path) -> None:
     plans = script.experiments_module().PLANS
-    dehaze = script.eval_args(plans["dehaze"], tmp_path, "val", "D")
+    dehaze = script.on_split(plans["dehaze"], "val")["eval"]
     assert dehaze[dehaze.index("--subset") + 1] == "recipes/splits/dawn_fog.json:val"
-    assert dehaze[dehaze.index("--data") + 1] == "D/dawn_fog"
-    cifar = script.eval_args(plans["lowlight-cls"], tmp_path, "test", "D")
-    assert cifar[cifar.index("--subset") + 1] == f"{tmp_path / 'split_pools.json'}:test"
+    assert dehaze[dehaze.index("--data") + 1] == "{data}/dawn_fog"  # filled in by vat_experiments.evaluate
+    cifar = script.on_split(plans["lowlight-cls"], "test")["eval"]
+    assert cifar[cifar.index("--subset") + 1] == "{split}:test"
+    assert plans["dehaze"]["eval"][plans["dehaze"]["eval"].index("--subset") + 1].endswith(":test")  # plan untouched
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["dehaze", "{tmp}/no-run"], "{tmp}/no-run: no checkpoint found"),
+    (["dehaze", "{tmp}/no-run", "--gates", "0.5", "1.5"], "--gates must lie in [0, 1]"),
+])
+def test_bad_input_is_one_line_without_a_traceback(tmp_path: Path, argv: list[str], says: str) -> None:
+    res = subprocess.run([sys.executable, str(SCRIPT), *(a.format(tmp=tmp_path) for a in argv)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and res.stderr.strip().count("\n") == 0, res.stderr
+    assert says.format(tmp=tmp_path) in res.stderr
+    assert not (tmp_path / "no-run").exists()  # nothing written for a run that is not there
 
 
 @pytest.mark.slow
