@@ -7,7 +7,11 @@ is "half the restorer". This prints, per checkpoint, the gate (weight of the deg
 evaluations use, and how far the weights of the gate and of the transformation module moved from
 the run's own initialisation (||w - w0|| / ||w0||, w0 rebuilt under the run's seed). For run folders it
 also summarises the training log: certain pseudo-labels per image (fusion flow), the certain threshold,
-and the validation score and gate at every validation. docs/results.md §3.1 and §3.3 quote it:
+and the validation score and gate at every validation. `--per-photo` asks whether the gate learned a
+property of the photos: the Spearman rank correlation, over the photos, of each run's per-photo gate change
+(trained minus its own start) with the photo's brightness and with how much the restorer changes it, and
+between the runs (independent seeds that learned the same thing rank the photos alike). docs/results.md §3.1
+and §3.3 quote it:
 
     python scripts/vat_gate_stats.py --images ../shared/data/dawn_fog/images --subset recipes/splits/dawn_fog.json:test \\
         --init-seeds 0,1,2 runs/tables/dehaze-det-vat-s0 runs/tables/dehaze-det-vat-s1 runs/tables/dehaze-det-vat-s2
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 
 from taskbridge.callbacks import flat_parameters, relative_drift
 from taskbridge.checkpoint import read_meta, resolve_checkpoint
@@ -79,6 +84,36 @@ def stats(method: torch.nn.Module, checkpoint: str, images: torch.Tensor) -> dic
             "out_degraded": d(out, images), "restored_degraded": d(restored, images)}
 
 
+@torch.no_grad()
+def per_photo_gate(method: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Each photo's mean gate (weight of the degraded image), in the order of `images`."""
+    method = method.eval()
+    gate = method.fuse(method.restore(images).clamp(0, 1), images)[1]
+    return gate.flatten(1).mean(1)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rho over the photos (ties get their mean rank); nan when either side is constant."""
+    if float(a.std()) == 0 or float(b.std()) == 0:
+        return float("nan")
+    return float(spearmanr(a.tolist(), b.tolist()).statistic)
+
+
+def per_photo_table(runs: list[tuple[str, torch.Tensor]], images: torch.Tensor, restored: torch.Tensor) -> list[str]:
+    """Markdown lines: each run's gate change against photo properties, then the runs against each other."""
+    brightness = images.flatten(1).mean(1)
+    restorer_change = (restored - images).abs().flatten(1).mean(1)
+    lines = [f"\nPer photo ({len(images)} photos; Spearman rho of the gate change = trained minus the run's own start):",
+             "| run | mean change | rho with brightness | rho with restorer change |", "|---|---|---|---|"]
+    lines += [f"| {name} | {float(change.mean()):+.3f} | {rank_correlation(change, brightness):+.2f} | "
+              f"{rank_correlation(change, restorer_change):+.2f} |" for name, change in runs]
+    pairs = [rank_correlation(a, b) for i, (_, a) in enumerate(runs) for _, b in runs[i + 1:]]
+    if pairs:
+        lines.append(f"rho between runs' gate changes ({len(pairs)} pairs): mean {sum(pairs) / len(pairs):+.2f}, "
+                     f"min {min(pairs):+.2f}, max {max(pairs):+.2f}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", help="run folders or checkpoint folders (best is used for runs)")
@@ -87,6 +122,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=160, help="working size (the evaluations' translate size)")
     ap.add_argument("--init-seeds", default="",
                     help="comma-separated seeds: also show the first checkpoint's method freshly initialised (step 0)")
+    ap.add_argument("--per-photo", action="store_true",
+                    help="also rank-correlate each run's per-photo gate change with the photos and across runs")
     args = ap.parse_args()
     images = load_images(args.images, args.subset, args.size)
     print(f"{len(images)} images from {args.images}{' (' + args.subset + ')' if args.subset else ''} at {args.size} px; "
@@ -96,14 +133,21 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed), None)
             for seed in (int(v) for v in args.init_seeds.split(",") if v.strip())]
+    changes = []
     for ck in args.checkpoints:
-        method = load_inference_model(ck).method
-        rows.append((ck, method, weight_drift(method, untrained(ck))))
+        method, start = load_inference_model(ck).method, untrained(ck)
+        rows.append((ck, method, weight_drift(method, start)))
+        if args.per_photo:
+            changes.append((ck, per_photo_gate(method, images) - per_photo_gate(start, images)))
     for name, method, moved in rows:
         s = stats(method, name, images)
         drift = f"{moved['gate']:.4f} | {moved['transform']:.4f}" if moved else "0 | 0"
         print(f"| {name} | {s['gate']:.3f} ({s['gate_p10']:.3f}–{s['gate_p90']:.3f}) | {s['out_fused']:.4f} | "
               f"{s['out_restored']:.4f} | {s['out_degraded']:.4f} | {s['restored_degraded']:.4f} | {drift} |")
+    if changes:
+        with torch.no_grad():
+            restored = rows[-1][1].eval().restore(images).clamp(0, 1)
+        print("\n".join(per_photo_table(changes, images, restored)))
     print_logs(args.checkpoints)
 
 

@@ -5,13 +5,36 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from taskbridge.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "vat_gate_stats.py"
+
+
+def test_rank_correlation_is_spearman_and_nan_for_a_constant(script: ModuleType) -> None:
+    x = torch.tensor([0.1, 0.5, 0.2, 0.9])
+    assert script.rank_correlation(x, x ** 3) == pytest.approx(1.0)  # monotone, not linear: still 1
+    assert script.rank_correlation(x, -x) == pytest.approx(-1.0)
+    assert script.rank_correlation(x, torch.tensor([1.0, 2.0, 4.0, 3.0])) == pytest.approx(0.4)  # 1 - 6*6/(4*15)
+    assert script.rank_correlation(x, torch.zeros(4)) != script.rank_correlation(x, torch.zeros(4))  # nan
+
+
+def test_per_photo_table_relates_gate_changes_to_brightness_and_to_each_other(script: ModuleType) -> None:
+    levels = torch.tensor([0.2, 0.8, 0.4, 0.6])
+    images = levels[:, None, None, None].expand(4, 3, 2, 2).clone()
+    restored = images * 0.5  # the restorer changes brighter photos more
+    runs = [("a", -levels), ("b", -levels ** 2), ("c", levels)]
+    lines = script.per_photo_table(runs, images, restored)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in lines
+            if line.startswith("| ") and not line.startswith("| run")}
+    assert rows["a"] == ["-0.500", "-1.00", "-1.00"] and rows["c"] == ["+0.500", "+1.00", "+1.00"]
+    assert lines[-1].startswith("rho between runs' gate changes (3 pairs): mean -0.33, min -1.00, max +1.00")
 
 
 def _tiny_run(shared_data: Path, out: Path, lr: float) -> None:
@@ -29,11 +52,14 @@ def test_drift_is_zero_for_an_unmoved_run_and_positive_for_a_trained_one(shared_
     _tiny_run(shared_data, tmp_path / "moved", 1e-2)
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "vat_gate_stats.py"), "--images",
                           str(shared_data / "coco256_street" / "images" / "val2017"), "--size", "32",
-                          str(tmp_path / "still"),
+                          "--per-photo", str(tmp_path / "still"),
                           str(tmp_path / "moved")],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr
-    table, _, logs = res.stdout.partition("certain labels / image")
+    table, _, rest = res.stdout.partition("Per photo")
+    per_photo, _, logs = rest.partition("certain labels / image")
+    changes = [line.split("|")[2].strip() for line in per_photo.splitlines() if line.startswith("| /")]
+    assert changes[0] == "+0.000" and len(changes) == 2  # the unmoved run's gate equals its start on every photo
     rows = [line.split("|") for line in table.splitlines() if line.startswith("| /")]
     assert len(rows) == 2
     log_rows = [line.split("|") for line in logs.splitlines() if line.startswith("| /")]
