@@ -213,6 +213,16 @@ def recipe_name(arg: str) -> str:
     return name
 
 
+def fit_overrides(positional: list[str], options: list[str]) -> list[str]:
+    """The overrides handed to every `taskbridge fit`; a malformed one stops here, before any fit starts."""
+    overrides = [*positional, *options]
+    for item in overrides:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip():
+            sys.exit(f"recipe override '{item}' is not KEY=VALUE (e.g. --set train.steps=900)")
+    return overrides
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("plan", choices=sorted(PLANS))
@@ -220,9 +230,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--data", default="../shared/data", help="data root (as in the recipes)")
     ap.add_argument("--root", default="runs/tables", help="where runs and evaluations go")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_",
+                    help="a recipe override for every fit (repeatable), e.g. --set train.steps=900")
     ap.add_argument("overrides", nargs="*", help="extra recipe overrides for every fit, key=value, written right "
-                    "after PLAN (e.g. `lowlight-cls method.translator.gate_channels=1 --root runs/x --seeds 0`)")
+                    "after PLAN (e.g. `lowlight-cls method.translator.gate_channels=1 --root runs/x --seeds 0`; "
+                    "after --seeds they would be read as seeds: use --set there)")
     args = ap.parse_args()
+    args.overrides = fit_overrides(args.overrides, args.set_)
     plan = PLANS[args.plan]
     root = Path(args.root)
     log = root / f"{args.plan}.log"

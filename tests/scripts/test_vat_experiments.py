@@ -48,3 +48,10 @@ def test_stale_when_missing_or_older_than_best(script, tmp_path: Path) -> None:
 @pytest.mark.parametrize("arg", ["dehaze-det-vat", "recipes/dehaze-det-vat.yaml", "dehaze-det-vat.yaml"])
 def test_recipe_name_accepts_paths(script, arg: str) -> None:
     assert script.recipe_name(arg) == "dehaze-det-vat"
+
+
+def test_fit_overrides_join_positional_and_set_and_refuse_malformed(script) -> None:
+    assert script.fit_overrides(["a.b=1"], ["train.steps=900", "x=y=z"]) == ["a.b=1", "train.steps=900", "x=y=z"]
+    for bad in ("train.steps", "=3"):
+        with pytest.raises(SystemExit, match=f"'{bad}' is not KEY=VALUE"):
+            script.fit_overrides([], [bad])
