@@ -202,3 +202,21 @@ def test_tiny_vat_run_shows_its_gate(shared_data: Path, tmp_path: Path) -> None:
     assert "scripts/vat_gate_stats.py" in gate  # validation did not record the gate: said so
     assert "gate, step 2" in images_of(gate)
     assert {"gate/*", "drift/*", "loss/*"} <= set(images_of(page)) and "type: vat" in page
+
+
+def test_resumed_run_gets_its_page_when_keep_last_pruned_the_resume_checkpoint(shared_data: Path, tmp_path: Path) -> None:
+    """The session's first step comes from the trainer, not from the checkpoint it resumed from (gone by then)."""
+    run = tmp_path / "run"
+    common = [f"data.root={shared_data}", "train.progress=false", "train.tensorboard=false", "train.image_every=0",
+              "train.ckpt_every=1", "train.keep_last=1", "-o", str(run)]
+    res = runner.invoke(app, ["fit", str(REPO / "recipes" / "smoke.yaml"), "train.steps=2", *common])
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "run report not written" would fail here
+        res = runner.invoke(app, ["fit", str(REPO / "recipes" / "smoke.yaml"), "train.steps=4", *common,
+                                  "--resume", "auto"])
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    assert not (run / "checkpoints" / "step_0000002").exists()  # pruned: the case that lost the page
+    assert f"report: {run / 'report.html'}" in res.output
+    sessions = json.loads((run / "run_info.json").read_text())["sessions"]
+    assert [(s["first_step"], s["last_step"]) for s in sessions] == [(0, 2), (2, 4)]

@@ -400,6 +400,7 @@ class Trainer:
         elif resume is None:
             self._refuse_mixing_runs()
         resumed_from = self.load(resume, force) if resume is not None else None
+        first_step = self.step  # the resumed checkpoint may be pruned (keep_last) before the run ends
         stop_at = self.total_steps if until is None else min(int(until), self.total_steps)
         main = self.dist.is_main
         if resumed_from is not None and main:  # rows logged after the checkpoint belong to a future this run replays
@@ -449,6 +450,7 @@ class Trainer:
             "metrics": self.last_metrics,
             "interrupted": self._stop_requested,
             "resumed_from": str(resumed_from) if resumed_from is not None else None,
+            "first_step": first_step,
             "skipped": skipped_files(self.output_dir / SKIP_LOG),
         }
 

@@ -37,12 +37,11 @@ def write_fit_report(trainer: Any, result: dict[str, Any], started: float) -> Pa
     """End of `fit` (rank 0): record the environment and this invocation's wall time, then write the page.
     Never raises: the run is already saved, a report problem is one warning line."""
     try:
-        from taskbridge.checkpoint import read_meta
         from taskbridge.report.runinfo import record_session
 
-        first = 0
-        if result.get("resumed_from"):
-            first = int(read_meta(result["resumed_from"]).get("step", 0))
+        # the step this invocation started from, kept by the trainer: the checkpoint it resumed from may be
+        # pruned by keep_last before the run ends
+        first = int(result.get("first_step", 0))
         record_session(trainer.output_dir, started=started, first_step=first, last_step=int(result["step"]),
                        device=trainer.device, world_size=trainer.dist.world_size,
                        resumed_from=result.get("resumed_from"), interrupted=bool(result.get("interrupted")))
