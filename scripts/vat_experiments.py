@@ -13,6 +13,8 @@ same settings as the baseline rows (plain degraded input, restorer alone), which
     python scripts/vat_experiments.py lowlight-cls-compare --seeds 0   # the same on dark CIFAR-10
     python scripts/vat_experiments.py hflow-dehaze --seeds 0 1 2       # Hierarchy Flow, fog -> clear
     python scripts/vat_experiments.py hflow-lowlight-det --seeds 0 1 2 # Hierarchy Flow, dark -> light
+    python scripts/vat_experiments.py dehaze --recipes dehaze-det-vat-learn-gateonly --seeds 0 1 2 \\
+        --set train.steps=900 --root runs/budget    # recipe overrides for every fit; a root of their own
 
 Each evaluation also scores the translated images (`taskbridge evaluate --quality`: PSNR/SSIM against
 the clean image where the degradation is synthetic, NIQE where images are large enough).
