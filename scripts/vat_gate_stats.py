@@ -85,11 +85,10 @@ def stats(method: torch.nn.Module, checkpoint: str, images: torch.Tensor) -> dic
 
 
 @torch.no_grad()
-def per_photo_gate(method: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Each photo's mean gate (weight of the degraded image), in the order of `images`."""
-    method = method.eval()
-    gate = method.fuse(method.restore(images).clamp(0, 1), images)[1]
-    return gate.flatten(1).mean(1)
+def per_photo_gate(method: torch.nn.Module, restored: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Each photo's mean gate (weight of the degraded image), in the order of `images`; `restored` is given
+    because a run and its untrained start share the frozen restorer."""
+    return method.eval().fuse(restored, images)[1].flatten(1).mean(1)
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -133,20 +132,20 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows = [(f"{args.checkpoints[0]} untrained, seed {seed}", untrained(args.checkpoints[0], seed), None)
             for seed in (int(v) for v in args.init_seeds.split(",") if v.strip())]
-    changes = []
+    changes, restored = [], images
     for ck in args.checkpoints:
         method, start = load_inference_model(ck).method, untrained(ck)
         rows.append((ck, method, weight_drift(method, start)))
         if args.per_photo:
-            changes.append((ck, per_photo_gate(method, images) - per_photo_gate(start, images)))
+            with torch.no_grad():
+                restored = method.eval().restore(images).clamp(0, 1)
+            changes.append((ck, per_photo_gate(method, restored, images) - per_photo_gate(start, restored, images)))
     for name, method, moved in rows:
         s = stats(method, name, images)
         drift = f"{moved['gate']:.4f} | {moved['transform']:.4f}" if moved else "0 | 0"
         print(f"| {name} | {s['gate']:.3f} ({s['gate_p10']:.3f}–{s['gate_p90']:.3f}) | {s['out_fused']:.4f} | "
               f"{s['out_restored']:.4f} | {s['out_degraded']:.4f} | {s['restored_degraded']:.4f} | {drift} |")
-    if changes:
-        with torch.no_grad():
-            restored = rows[-1][1].eval().restore(images).clamp(0, 1)
+    if changes:  # the restorer change per photo: the last run's restorer (frozen, the same in a comparison)
         print("\n".join(per_photo_table(changes, images, restored)))
     print_logs(args.checkpoints)
 
