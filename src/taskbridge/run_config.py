@@ -253,9 +253,18 @@ class DetectionValidation(_Selection):
     subset: str | None = None
     degrade: Section | None = None
     seed: int = 0
+    # > 0: also `map50_common`, the mean AP over the classes with at least this many ground-truth boxes on the
+    # validation photos (a class with 4 boxes moves mAP50 by 6 points per detection; docs/results.md §3.1)
+    min_boxes: NonNegativeInt = 0
 
     _task = field_validator("task")(lambda v: _section(v, "task"))
     _degrade = field_validator("degrade")(lambda v: _section(v, "degradation"))
+
+    @model_validator(mode="after")
+    def _common_needs_min_boxes(self) -> DetectionValidation:
+        if self.metric == "map50_common" and self.min_boxes == 0:
+            raise ValueError("val.metric map50_common needs val.min_boxes (e.g. 10): the classes it averages")
+        return self
 
     def protocol_options(self) -> dict[str, Any]:
         """Keyword arguments of `evaluate_detection` (and the degradation seed)."""

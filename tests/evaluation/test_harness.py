@@ -111,6 +111,9 @@ def test_evaluate_detection_perfect_then_degraded_then_restored() -> None:
     assert fixed["map50"] == pytest.approx(1.0)
     table = detection_table({"dark": dark, "fixed": fixed})
     assert "person" in table and "1.000" in table
+    spread = evaluate_detection(task, samples, None, img_size=160, class_map=cmap, progress=False, bootstrap=50)
+    assert spread["bootstrap"]["map50"]["resamples"] == 50 and spread["bootstrap"]["map50"]["ci95"] == [1.0, 1.0]
+    assert "bootstrap" not in res  # only on request
 
 
 def test_class_map_rejects_unmapped_model_class() -> None:
@@ -169,8 +172,14 @@ def test_cli_classification_writes_json_and_table(shared_data, tmp_path) -> None
     from taskbridge.cli import app
 
     r = CliRunner().invoke(app, ["evaluate", "--task", "cifar-resnet20", "--data",
-                                 str(shared_data / "cifar10_test_subset"), "--limit", "64", "--out", str(tmp_path)])
+                                 str(shared_data / "cifar10_test_subset"), "--limit", "64", "--out", str(tmp_path),
+                                 "--restorer", "sci-medium", "--bootstrap", "200"])
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["runs"]["input"]["num_images"] == 64
-    assert "top-1" in (tmp_path / "table.txt").read_text()
+    table = (tmp_path / "table.txt").read_text()
+    assert "top-1" in table and "spread over the images (bootstrap)" in table
+    spread = data["runs"]["input"]["bootstrap"]["top1"]
+    assert spread["resamples"] == 200 and spread["ci95"][0] <= data["runs"]["input"]["top1"] <= spread["ci95"][1]
+    assert 0.0 < spread["se"] < 0.1  # 64 images: about sqrt(p (1 - p) / 64)
+    assert spread["images"] == data["runs"]["sci-medium"]["bootstrap"]["top1"]["images"]  # the rows pair

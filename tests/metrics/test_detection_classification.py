@@ -10,7 +10,13 @@ import torch
 from torchvision.ops import box_iou
 
 from taskbridge.metrics.classification import macro_roc_auc, top1_accuracy
-from taskbridge.metrics.detection import ImageBoxes, coco_detection_ap, voc_ap, voc_detection_ap
+from taskbridge.metrics.detection import (
+    ImageBoxes,
+    coco_detection_ap,
+    common_class_map,
+    voc_ap,
+    voc_detection_ap,
+)
 
 
 def B(*rows: list[float]) -> torch.Tensor:
@@ -129,3 +135,20 @@ def test_classification_metrics() -> None:
     # class 1 positives 0.8 and 0.25 against negatives 0.2 and 0.3 win 3 of 4 pairs (AUC 0.75)
     assert macro_roc_auc(probs, labels) == pytest.approx((1.0 + 0.75 + 1.0) / 3)
     assert macro_roc_auc(torch.eye(3), torch.arange(3)) == pytest.approx(1.0)
+
+
+def test_common_class_map_leaves_out_rare_classes() -> None:
+    voc = {"per_class": {"car": {"ap": 0.6, "num_gt": 164}, "person": {"ap": 0.3, "num_gt": 10},
+                         "bicycle": {"ap": 0.25, "num_gt": 4}, "motorcycle": {"ap": float("nan"), "num_gt": 0}}}
+    assert common_class_map(voc, 10) == (pytest.approx(0.45), ["car", "person"])
+    assert common_class_map(voc, 1)[1] == ["car", "person", "bicycle"]
+    assert math.isnan(common_class_map(voc, 1000)[0])
+
+
+def test_selection_on_common_classes_needs_their_threshold() -> None:
+    from taskbridge.run_config import DetectionValidation
+
+    base = {"type": "detection", "task": {"type": "yolov5n"}, "data": "dawn_fog", "metric": "map50_common"}
+    with pytest.raises(ValueError, match="needs val.min_boxes"):
+        DetectionValidation(**base)
+    assert DetectionValidation(**base, min_boxes=10).min_boxes == 10

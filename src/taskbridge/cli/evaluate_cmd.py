@@ -104,6 +104,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(256, help="Classification batch size."),
         quality: bool = typer.Option(False, "--quality/--no-quality", help="Also score each row's task input: "
                                      "PSNR/SSIM vs the clean image (with --degrade) and NIQE; a second table."),
+        bootstrap: int = typer.Option(0, min=0, help="Resample the images this many times (e.g. 1000) for each row's "
+                                      "standard error and 95 % interval, and each row's paired difference from the "
+                                      "first row; the resamples (seed 0) are shared with any evaluation of the same "
+                                      "images, so results.json files can be compared pairwise later."),
         out: Path = typer.Option(None, help="Output folder (default runs/evaluate/<task>-<data>, numbered -2, -3 ... "
                                  "when taken)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results of an earlier evaluation in --out."),
@@ -131,6 +135,7 @@ def register(app: typer.Typer) -> None:
         )
         from taskbridge.evaluation.datasets import restrict_to_subset
         from taskbridge.evaluation.report import (
+            bootstrap_table,
             classification_table,
             detection_grid,
             detection_table,
@@ -198,12 +203,13 @@ def register(app: typer.Typer) -> None:
                 if limit:
                     ds = ClassificationArrays(dataset.images[:limit], dataset.labels[:limit], dataset.class_names)
                 res = evaluate_classification(model, ds, pipe, batch_size, degrade=deg, seed=seed,
-                                              class_map=dict(cmap.dataset) if cmap else None, device=device)
+                                              class_map=dict(cmap.dataset) if cmap else None, device=device,
+                                              bootstrap=bootstrap)
             else:
                 res = evaluate_detection(model, dataset, pipe, img_size, conf, iou, cmap, True, max_det=max_det,
                                          multi_label=multi_label, letterbox_mode=letterbox, resize=resize, degrade=deg,
                                          seed=seed, voc_11_point=eleven_point, device=device, limit=limit,
-                                         on_bad=skips.bad, num_workers=workers)
+                                         on_bad=skips.bad, num_workers=workers, bootstrap=bootstrap)
             res["settings"]["data"] = str(data)
             res["settings"]["limit"] = limit
             if quality:
@@ -211,6 +217,8 @@ def register(app: typer.Typer) -> None:
                                                   batch_size=batch_size, on_bad=skips.bad)
             results[name] = res
         table = classification_table(results) if is_cls else detection_table(results)
+        if bootstrap:
+            table += "\n\nspread over the images (bootstrap)\n" + bootstrap_table(results)
         if quality:
             table += "\n\nimage quality of the task input (PSNR/SSIM vs the clean image; NIQE lower = more natural)\n"
             table += quality_table(results)

@@ -8,7 +8,9 @@ Validation runs only on the held-out split the data section defines (never the t
   val2017) and `subset: FILE.json:PART` the held-out part of it; `degrade: {type: ...}` with its own
   `seed` (default 0, fixed across runs so every run is selected on the same images) synthesises the
   degraded validation images from clean labelled ones. Options passed to `evaluate_detection`:
-  img_size, conf_thres, iou_thres, class_map, max_det, multi_label, letterbox_mode, limit.
+  img_size, conf_thres, iou_thres, class_map, max_det, multi_label, letterbox_mode, limit. Every class's
+  AP is returned (`ap_<class>`), and with `min_boxes: N` also `map50_common`, the mean AP over the classes
+  with at least N ground-truth boxes on these photos (a selection metric a 4-box class cannot swing).
 * `type: classification` (with `data.source: cifar_npz`): scores the val pool, degraded by the
   data section's degradation under `seed`; options: task, batch_size, class_map, seed.
 
@@ -19,6 +21,7 @@ report also a restorer alone. `metric`/`mode`/`split_name` are read by the train
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from torch import nn
 
 from taskbridge.config import ConfigError, build
 from taskbridge.engine.data import DataPlan, file_names
+from taskbridge.metrics.detection import common_class_map
 from taskbridge.run_config import ClassificationValidation, DetectionValidation
 
 
@@ -77,7 +81,10 @@ def build_validator(val: DetectionValidation | ClassificationValidation, plan: D
             # in-process reading: no forked readers (nor changed thread counts) inside a training run
             res = evaluation.evaluate_detection(task, dataset, pipeline, progress=False, device=device,
                                                 **{"num_workers": 0, **opts})
-            return _scalars(res)
+            # every class's AP is logged (val/ap_<class>), so any selection rule can be recomputed from the log
+            per_class = {f"ap_{c}": float(v["ap"]) for c, v in res["voc"]["per_class"].items() if not math.isnan(v["ap"])}
+            common = {"map50_common": common_class_map(res["voc"], val.min_boxes)[0]} if val.min_boxes else {}
+            return {**_scalars(res), **per_class, **common}
 
         return validate_detection
 

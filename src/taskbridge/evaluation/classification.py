@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from taskbridge.degrade.base import run_degradation
 from taskbridge.evaluation.datasets import ClassificationArrays
+from taskbridge.metrics.bootstrap import DEFAULT_SEED, bootstrap_top1, images_key, summary
 from taskbridge.metrics.classification import macro_roc_auc, per_class_accuracy, top1_accuracy
 from taskbridge.tasks.base import ClassificationTask
 
@@ -40,11 +42,13 @@ def evaluate_classification(
     class_map: Mapping[str, str] | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    bootstrap: int = 0,
 ) -> dict:
     """Top-1 accuracy and macro ROC-AUC of `task` on (optionally degraded, then piped) images.
 
     Scores are restricted to the model classes the dataset's classes map to (so a 1000-class model
-    can be scored on a 10-class set); each batch is degraded under seed `seed + batch index`.
+    can be scored on a 10-class set); each batch is degraded under seed `seed + batch index`. `bootstrap` > 0
+    adds top-1's standard error and 95 % interval over that many resamples of the images (`metrics.bootstrap`).
     """
     dev = torch.device(device) if device is not None else next((p.device for p in task.parameters()), torch.device("cpu"))
     lut = label_lookup(dataset.class_names, list(task.class_names), class_map)
@@ -67,6 +71,11 @@ def evaluate_classification(
         probs.append(logits.softmax(dim=1).float().cpu())
         labels.append(dataset.labels[s: s + batch_size])
     p, y = torch.cat(probs), torch.cat(labels)
+    spread = {}
+    if bootstrap > 0:
+        correct = (p.argmax(dim=1) == y).numpy()
+        key = images_key([hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in dataset.images[: len(y)]])
+        spread = {"bootstrap": {"top1": summary(bootstrap_top1(correct, bootstrap), DEFAULT_SEED, key)}}
     return {
         "kind": "classification",
         "num_images": int(y.shape[0]),
@@ -80,4 +89,5 @@ def evaluate_classification(
             "batch_size": batch_size, "scores": "softmax over the model classes the dataset maps to",
         },
         "seconds": round(time.perf_counter() - t0, 2),
+        **spread,
     }

@@ -40,6 +40,42 @@ def classification_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def bootstrap_table(results: dict[str, dict]) -> str:
+    """Each row's score with its bootstrap spread over the images, and its paired difference from the first row.
+
+    The rows share their resamples (same images, same seed), so "vs first" is a paired bootstrap: it is how
+    sure a difference between two rows is on this many images, which a single score cannot say.
+    """
+    from taskbridge.metrics.bootstrap import paired_difference
+
+    rows = {name: r for name, r in results.items() if r.get("bootstrap")}
+    if not rows:
+        return ""
+    first_name, first = next(iter(rows.items()))
+    metric = next(iter(first["bootstrap"]))
+    scale, unit = (100.0, "%") if metric == "top1" else (1.0, "")
+
+    def num(v: float | None, sign: bool = False) -> str:
+        if v is None or math.isnan(v):
+            return "n/a"
+        return f"{scale * v:+.3f}{unit}" if sign else f"{scale * v:.3f}{unit}"
+
+    head = (f"{'run':<32}{metric:>10}{'SE':>9}{'95% interval':>22}{'vs ' + first_name[:18]:>24}"
+            f"{'95% interval':>22}{'better in':>11}")
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        b = r["bootstrap"][metric]
+        d = paired_difference(first["bootstrap"][metric], b) if name != first_name else None
+        diff = (f"{num(r[metric] - first[metric], True):>24}{num(d['ci95'][0], True) + ' .. ' + num(d['ci95'][1], True):>22}"
+                f"{100 * d['p_better']:>10.1f}%") if d else f"{'-':>24}{'':>22}{'':>11}"
+        lines.append(f"{name:<32}{num(r[metric]):>10}{num(b['se']):>9}"
+                     f"{num(b['ci95'][0]) + ' .. ' + num(b['ci95'][1]):>22}" + diff)
+    n = first["bootstrap"][metric]["resamples"]
+    return "\n".join(lines + [f"({n} resamples of the {first['num_images']} images, with replacement; intervals: "
+                               "2.5-97.5 percentiles; 'better in': share of resamples where the row scores above "
+                               "the first)"])
+
+
 def quality_table(results: dict[str, dict]) -> str:
     """One row per run: mean PSNR / SSIM (vs the clean image, n/a without --degrade), NIQE of the task input,
     and SSIM to the degraded image it was made from (content preservation)."""

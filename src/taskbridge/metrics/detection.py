@@ -63,41 +63,29 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_11_point: bool = False
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
-def voc_class_pr(
-    preds: Sequence[ImageBoxes],
-    targets: Sequence[ImageBoxes],
-    cls: int,
-    iou_thres: float = 0.5,
-    pixel_offset: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Recall/precision curve of one class over a set of images; returns (rec, prec, npos, ndet)."""
-    gt: list[tuple[np.ndarray, np.ndarray]] = []
-    npos = 0
-    for t in targets:
-        m = (t.labels == cls).cpu().numpy()
-        boxes = t.boxes.detach().cpu().double().numpy()[m]
-        diff = (t.difficult.cpu().numpy()[m] if t.difficult is not None else np.zeros(int(m.sum()), bool)).astype(bool)
-        gt.append((boxes, diff))
-        npos += int((~diff).sum())
-    img_ids, scores, boxes_l = [], [], []
-    for i, p in enumerate(preds):
-        m = (p.labels == cls).cpu().numpy()
-        if not m.any():
-            continue
-        assert p.scores is not None, "predictions need scores"
-        img_ids.append(np.full(int(m.sum()), i))
-        scores.append(p.scores.detach().cpu().double().numpy()[m])
-        boxes_l.append(p.boxes.detach().cpu().double().numpy()[m])
-    if not img_ids:
-        return np.zeros(0), np.zeros(0), npos, 0
-    ids, sc, bx = np.concatenate(img_ids), np.concatenate(scores), np.concatenate(boxes_l)
+def voc_match_image(
+    pred: ImageBoxes, target: ImageBoxes, cls: int, iou_thres: float = 0.5, pixel_offset: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """One image's detections of one class, best score first: (scores, tp, fp, npos).
+
+    Greedy VOC matching only looks at higher-scored detections of the same image, so each image can be
+    matched on its own; a set's curve is then its images' flags ranked together (`voc_class_pr`), and a
+    bootstrap resample of images reuses the flags (`metrics.bootstrap`).
+    """
+    m = (target.labels == cls).cpu().numpy()
+    gboxes = target.boxes.detach().cpu().double().numpy()[m]
+    diff = (target.difficult.cpu().numpy()[m] if target.difficult is not None else np.zeros(int(m.sum()), bool)).astype(bool)
+    npos = int((~diff).sum())
+    k = (pred.labels == cls).cpu().numpy()
+    if not k.any():
+        return np.zeros(0), np.zeros(0), np.zeros(0), npos
+    assert pred.scores is not None, "predictions need scores"
+    sc = pred.scores.detach().cpu().double().numpy()[k]
     order = np.argsort(-sc, kind="stable")
-    ids, bx = ids[order], bx[order]
-    used = [np.zeros(len(g[0]), bool) for g in gt]
-    tp = np.zeros(len(ids))
-    fp = np.zeros(len(ids))
-    for d, (i, box) in enumerate(zip(ids, bx, strict=True)):
-        gboxes, diff = gt[i]
+    sc, bx = sc[order], pred.boxes.detach().cpu().double().numpy()[k][order]
+    used = np.zeros(len(gboxes), bool)
+    tp, fp = np.zeros(len(sc)), np.zeros(len(sc))
+    for d, box in enumerate(bx):
         if len(gboxes) == 0:
             fp[d] = 1
             continue
@@ -106,16 +94,45 @@ def voc_class_pr(
         if ious[j] > iou_thres:
             if diff[j]:
                 continue  # matched a difficult box: ignored
-            if not used[i][j]:
-                tp[d], used[i][j] = 1, True
+            if not used[j]:
+                tp[d], used[j] = 1, True
             else:
                 fp[d] = 1  # duplicate detection
         else:
             fp[d] = 1
-    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+    return sc, tp, fp, npos
+
+
+def ranked_pr(
+    scores: np.ndarray, tp: np.ndarray, fp: np.ndarray, npos: int,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Recall/precision of matched detections ranked by score over the set (stable: image order breaks ties)."""
+    if not len(scores):
+        return np.zeros(0), np.zeros(0), npos, 0
+    order = np.argsort(-scores, kind="stable")
+    ctp, cfp = np.cumsum(tp[order]), np.cumsum(fp[order])
     rec = ctp / npos if npos > 0 else np.full(len(ctp), np.nan)
     prec = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-    return rec, prec, npos, len(ids)
+    return rec, prec, npos, len(scores)
+
+
+def class_ap(rec: np.ndarray, prec: np.ndarray, npos: int, ndet: int, use_11_point: bool = False) -> float:
+    """AP of one class: NaN without ground truth (left out of the mean), 0 without detections."""
+    if npos == 0:
+        return float("nan")
+    return 0.0 if ndet == 0 else voc_ap(rec, prec, use_11_point)
+
+
+def voc_class_pr(
+    preds: Sequence[ImageBoxes],
+    targets: Sequence[ImageBoxes],
+    cls: int,
+    iou_thres: float = 0.5,
+    pixel_offset: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Recall/precision curve of one class over a set of images; returns (rec, prec, npos, ndet)."""
+    matched = [voc_match_image(p, t, cls, iou_thres, pixel_offset) for p, t in zip(preds, targets, strict=True)]
+    return ranked_pr(*(np.concatenate([m[k] for m in matched]) for k in range(3)), sum(m[3] for m in matched))
 
 
 def voc_detection_ap(
@@ -137,12 +154,7 @@ def voc_detection_ap(
     aps = []
     for c, name in enumerate(class_names):
         rec, prec, npos, ndet = voc_class_pr(preds, targets, c, iou_thres, pixel_offset)
-        if npos == 0:
-            ap = float("nan")
-        elif ndet == 0:
-            ap = 0.0
-        else:
-            ap = voc_ap(rec, prec, use_11_point)
+        ap = class_ap(rec, prec, npos, ndet, use_11_point)
         per_class[name] = {
             "ap": ap, "num_gt": npos, "num_det": ndet,
             "max_recall": float(rec[-1]) if ndet and npos else 0.0,
@@ -156,6 +168,16 @@ def voc_detection_ap(
         "iou_thres": iou_thres,
         "ap_definition": "VOC 11-point" if use_11_point else "VOC all-point (area under precision envelope)",
     }
+
+
+def common_class_map(voc: dict, min_boxes: int) -> tuple[float, list[str]]:
+    """Mean AP over the classes with at least `min_boxes` non-difficult ground-truth boxes, and those classes.
+
+    On a small split a rare class's AP is a coin toss (with 4 boxes one detection moves it by 0.25, mAP by
+    0.06), so a selection metric may leave such classes out; which ones is fixed by the split, not by a run.
+    """
+    kept = [c for c, v in voc["per_class"].items() if v["num_gt"] >= min_boxes and not math.isnan(v["ap"])]
+    return (float(np.mean([voc["per_class"][c]["ap"] for c in kept])) if kept else float("nan")), kept
 
 
 def coco_backend() -> str | None:
