@@ -28,7 +28,7 @@ from taskbridge.metrics.bootstrap import paired_difference
 
 def load_row(spec: str) -> tuple[str, float, dict]:
     """(label, score, bootstrap summary) of one row of an evaluation; exits with one line when unusable."""
-    path_s, _, row = spec.rpartition(":") if not Path(spec).exists() else (spec, "", "")
+    path_s, _, row = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
     path = Path(path_s)
     path = path / "results.json" if path.is_dir() else path
     try:

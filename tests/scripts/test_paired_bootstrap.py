@@ -49,3 +49,5 @@ def test_refuses_what_cannot_be_paired(script, tmp_path: Path) -> None:
         script.main(["--pair", str(c0), str(tmp_path / "plain")])
     with pytest.raises(SystemExit, match="no row 'dcp'"):
         script.main(["--pair", str(c0), f"{c0}:dcp"])
+    with pytest.raises(SystemExit, match="nowhere: not a taskbridge evaluate results.json"):
+        script.main(["--pair", str(c0), str(tmp_path / "nowhere")])
