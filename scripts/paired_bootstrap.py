@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from taskbridge.metrics.bootstrap import paired_difference
+from taskbridge.metrics.bootstrap import difference_samples, difference_summary
 
 
 def load_row(spec: str) -> tuple[str, float, dict]:
@@ -54,23 +55,25 @@ def main(argv: list[str] | None = None) -> dict:
     rows, diffs = [], []
     for base_spec, other_spec in args.pair:
         (bn, bs, bb), (on, os_, ob) = load_row(base_spec), load_row(other_spec)
-        d = paired_difference(bb, ob)
-        if d is None:
+        samples = difference_samples(bb, ob)
+        if samples is None:
             sys.exit(f"{base_spec} and {other_spec} were not resampled alike (other images, seed or count); "
                      "evaluate both on the same images with the same --bootstrap")
-        diffs.append(np.array([np.nan if v is None else v for v in ob["samples"]])
-                     - np.array([np.nan if v is None else v for v in bb["samples"]]))
+        d = difference_summary(samples)
+        if d is None:
+            sys.exit(f"{base_spec} and {other_spec}: fewer than two resamples where both have a score")
+        diffs.append(samples)
         rows.append({"base": bn, "other": on, "base_score": bs, "other_score": os_, "difference": os_ - bs,
                      "se": d["se"], "ci95": d["ci95"], "p_better": d["p_better"],
                      "base_se": bb["se"], "other_se": ob["se"]})
     if len({len(x) for x in diffs}) != 1:
         sys.exit("the pairs were resampled a different number of times; use one --bootstrap count")
     # the mean over pairs: every pair saw the same resample b, so the per-resample mean is paired too
-    mean_d = np.nanmean(np.stack(diffs), axis=0)
-    mean_d = mean_d[np.isfinite(mean_d)]
+    with warnings.catch_warnings():  # a resample where no pair has a score is NaN, left out by the summary
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = difference_summary(np.nanmean(np.stack(diffs), axis=0))
     overall = {"pairs": len(rows), "difference": float(np.mean([r["difference"] for r in rows])),
-               "se": float(mean_d.std(ddof=1)), "ci95": [float(np.percentile(mean_d, q)) for q in (2.5, 97.5)],
-               "p_better": float((mean_d > 0).mean())}
+               **{k: spread[k] for k in ("se", "ci95", "p_better")}}
     print(f"{'pair (other - base)':<70}{'base':>8}{'other':>8}{'diff':>8}{'SE':>7}{'95% interval':>18}{'better in':>11}")
     for r in rows:
         print(f"{(Path(r['other'].split(':')[0]).parent.name + ' - ' + Path(r['base'].split(':')[0]).parent.name)[:69]:<70}"

@@ -73,26 +73,32 @@ def bootstrap_voc_map(
     for b, idx in enumerate(resample_indices(len(preds), n, seed)):
         aps = []
         for per_image in matched:
-            drawn = [per_image[i] for i in idx]
-            ap = class_ap(*ranked_pr(*(np.concatenate([m[k] for m in drawn]) for k in range(3)),
-                                     sum(m[3] for m in drawn)), use_11_point)
+            ap = class_ap(*ranked_pr([per_image[i] for i in idx]), use_11_point)
             if not math.isnan(ap):
                 aps.append(ap)
         out[b] = np.mean(aps) if aps else np.nan
     return out
 
 
-def paired_difference(a: dict, b: dict) -> dict | None:
-    """b minus a over shared resamples: mean, standard error, 95 % interval and the share of resamples with b > a.
-
-    None when the two were not resampled alike (other seed, count or images), so unpaired samples are never mixed.
-    """
+def difference_samples(a: dict, b: dict) -> np.ndarray | None:
+    """b minus a, resample by resample; None when the two were not resampled alike (other seed, count or images),
+    so unpaired samples are never mixed."""
     if not a or not b or any(a.get(k) != b.get(k) for k in ("seed", "resamples", "images")):
         return None
-    d = _values(b["samples"]) - _values(a["samples"])
+    return _values(b["samples"]) - _values(a["samples"])
+
+
+def difference_summary(d: np.ndarray) -> dict | None:
+    """Mean, standard error, 95 % interval and share of resamples above 0 of per-resample differences."""
     d = d[np.isfinite(d)]
     if len(d) < 2:
         return None
     return {"mean": float(d.mean()), "se": float(d.std(ddof=1)),
             "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
             "p_better": float((d > 0).mean())}
+
+
+def paired_difference(a: dict, b: dict) -> dict | None:
+    """b minus a over shared resamples (`difference_summary`); None when they cannot be paired."""
+    d = difference_samples(a, b)
+    return None if d is None else difference_summary(d)

@@ -104,9 +104,12 @@ def voc_match_image(
 
 
 def ranked_pr(
-    scores: np.ndarray, tp: np.ndarray, fp: np.ndarray, npos: int,
+    matched: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, int]],
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Recall/precision of matched detections ranked by score over the set (stable: image order breaks ties)."""
+    """Recall/precision of images' matched detections (`voc_match_image`, in image order) ranked together by
+    score (stable: image order breaks ties); returns (rec, prec, npos, ndet)."""
+    scores, tp, fp = (np.concatenate([m[k] for m in matched]) if matched else np.zeros(0) for k in range(3))
+    npos = sum(m[3] for m in matched)
     if not len(scores):
         return np.zeros(0), np.zeros(0), npos, 0
     order = np.argsort(-scores, kind="stable")
@@ -131,8 +134,7 @@ def voc_class_pr(
     pixel_offset: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Recall/precision curve of one class over a set of images; returns (rec, prec, npos, ndet)."""
-    matched = [voc_match_image(p, t, cls, iou_thres, pixel_offset) for p, t in zip(preds, targets, strict=True)]
-    return ranked_pr(*(np.concatenate([m[k] for m in matched]) for k in range(3)), sum(m[3] for m in matched))
+    return ranked_pr([voc_match_image(p, t, cls, iou_thres, pixel_offset) for p, t in zip(preds, targets, strict=True)])
 
 
 def voc_detection_ap(
