@@ -162,7 +162,7 @@ def test_fit_then_translate_over_the_corpus(corpus: Path, before: dict, tmp_path
 
 def test_evaluate_skips_bad_images_and_labels(corpus: Path, before: dict, tmp_path: Path) -> None:
     proc = run(["evaluate", "--task", "yolov5n", "--data", str(corpus / "detection"), "--grid", "2",
-                "--out", str(tmp_path / "ev")], tmp_path)
+                "--bootstrap", "50", "--out", str(tmp_path / "ev")], tmp_path)
     err = _clean(proc)
     assert proc.returncode == 0, err[-3000:]
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
@@ -170,6 +170,7 @@ def test_evaluate_skips_bad_images_and_labels(corpus: Path, before: dict, tmp_pa
     assert skipped == {*CORPUS.CORPUS_BAD_LABELS, "truncated"}
     good = {"good", *CORPUS.CORPUS_FIXABLE_LABELS}
     assert res["runs"]["input"]["num_images"] == len(good)
+    assert res["runs"]["input"]["bootstrap"]["map50"]["resamples"] == 50  # over the photos that were scored
     for stem in skipped:
         assert sum(f"{stem}." in line for line in err.splitlines() if line.startswith("skipped: ")) == 1, stem
     proc = run(["evaluate", "--task", "yolov5n", "--data", str(corpus / "yolo"), "--split", "val", "--grid", "0",
