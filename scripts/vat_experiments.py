@@ -19,6 +19,10 @@ same settings as the baseline rows (plain degraded input, restorer alone), which
 Each evaluation also scores the translated images (`taskbridge evaluate --quality`: PSNR/SSIM against
 the clean image where the degradation is synthetic, NIQE where images are large enough).
 
+Next to each test score the table shows `val <metric>`: the validation score that selected the run's
+checkpoint (the best of its validation points, so biased upward by the choice). Recipes are ranked on that
+column, never on test; the README's main job is the recipe best on it (docs/results.md §3.1).
+
 The printed table (also runs/tables/<plan>-table.md) covers every run of the plan's recipes found
 under --root, so separate invocations (seeds, ablations) add up to one table. Invocations may run side
 by side (one per seed): their fits go in parallel, their scoring one at a time (a lock file in --root).
@@ -157,8 +161,20 @@ def exclusive(lock: Path) -> Iterator[None]:
         yield
 
 
-def row(result: dict, plan: dict) -> dict[str, float]:
+def selected_value(run_dir: Path) -> float | None:
+    """The validation score that chose the run's scored checkpoint (`selected_by` in its best meta.json)."""
+    try:
+        chosen = json.loads(best_checkpoint(run_dir).read_text()).get("selected_by") or {}
+        return float(chosen["value"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def row(result: dict, plan: dict, run_dir: Path | None = None) -> dict[str, float]:
+    """One table row: the test metric, its validation counterpart that selected the checkpoint, classes, quality."""
     r = {plan["metric"]: float(result[plan["metric"]])}
+    if run_dir is not None and (val := selected_value(run_dir)) is not None:
+        r[f"val {plan['metric']}"] = val
     per = result.get("voc", {}).get("per_class", {})
     r.update({c: float(per[c]["ap"]) for c in plan["classes"] if c in per})
     quality = result.get("quality") or {}
@@ -257,7 +273,7 @@ def main() -> None:
             split_for_baseline = split_for_baseline or split
             with exclusive(scoring_lock):
                 res = evaluate(plan, out / "test", args.data, split, ["--no-baseline", "--translator", str(out)], log, out)
-            table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan))
+            table.setdefault(run_name(recipe), []).append(row(next(iter(res.values())), plan, out))
             run_dirs.append(out)
     # fits of invocations run side by side (one per seed) go in parallel; scoring, which reaches the other
     # invocations' runs and the shared baseline rows, is one invocation at a time (the next finds it done)
@@ -277,13 +293,13 @@ def main() -> None:
                 res = evaluate(plan, run_dir / "test", args.data, split, ["--no-baseline", "--translator", str(run_dir)],
                                log, run_dir)
                 split_for_baseline = split_for_baseline or split
-                table.setdefault(recipe, []).append(row(next(iter(res.values())), plan))
+                table.setdefault(recipe, []).append(row(next(iter(res.values())), plan, run_dir))
                 run_dirs.append(run_dir)
         base = evaluate(plan, root / f"{args.plan}-baselines", args.data, split_for_baseline,
                         ["--restorer", plan["restorer"]], log)
     rows = {name: [row(r, plan)] for name, r in base.items()}
     rows.update(table)
-    cols = [plan["metric"], *plan["classes"]]
+    cols = [plan["metric"], f"val {plan['metric']}", *plan["classes"]]
     cols += [q for q in QUALITY if any(q in r for results in rows.values() for r in results)]
     lines = [f"| run | n seeds | {' | '.join(cols)} |", "|---|---|" + "---|" * len(cols)]
     for name, results in rows.items():

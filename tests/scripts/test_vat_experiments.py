@@ -55,3 +55,17 @@ def test_fit_overrides_join_positional_and_set_and_refuse_malformed(script) -> N
     for bad in ("train.steps", "=3"):
         with pytest.raises(SystemExit, match=f"'{bad}' is not KEY=VALUE"):
             script.fit_overrides([], [bad])
+
+
+def test_row_carries_the_validation_score_that_selected_the_checkpoint(script, tmp_path: Path) -> None:
+    plan = {"metric": "map50", "classes": ["car"]}
+    result = {"map50": 0.42, "voc": {"per_class": {"car": {"ap": 0.6}}}}
+    run = make_run(tmp_path / "run", 300, 300)
+    assert script.row(result, plan, run) == {"map50": 0.42, "car": 0.6}  # an older run: no selected_by
+    meta = script.best_checkpoint(run)
+    meta.write_text(json.dumps({"step": 100, "selected_by": {"split": "dawn_fog/val", "metric": "map50",
+                                                             "value": 0.5, "step": 100}}))
+    assert script.row(result, plan, run) == {"map50": 0.42, "val map50": 0.5, "car": 0.6}
+    assert script.row(result, plan) == {"map50": 0.42, "car": 0.6}  # baselines: no checkpoint
+    meta.write_text("{not json")
+    assert script.selected_value(run) is None
