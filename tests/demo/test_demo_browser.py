@@ -3,7 +3,8 @@
 Needs Debian's browser and driver (`apt-get install -y chromium chromium-driver`) and `pip install selenium`;
 skipped otherwise. The driver is given by path, so Selenium Manager downloads nothing. A screenshot goes to
 $TASKBRIDGE_DEMO_SCREENSHOT when set, else to the test's tmp_path; docs/images/demo.png was made with it and
-TASKBRIDGE_DEMO_RUN=runs/dehaze-det-vat (a 300-step VaT run offered and picked instead of the smoke run).
+TASKBRIDGE_DEMO_RUN=runs/dehaze-det-vat-learn-gateonly-dcp (the README's main job, a 300-step VaT run, offered
+and picked instead of the smoke run).
 """
 
 from __future__ import annotations
