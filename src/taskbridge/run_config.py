@@ -207,7 +207,8 @@ class OptimizerConfig(BaseModel):
     weight_decay: NonNegativeFloat | None = None
     betas: tuple[Unit, Unit] | None = None
     momentum: NonNegativeFloat | None = None
-    # per named parameter subset of the group (the method's `param_subsets()`), e.g. {gate: {lr: 1.0e-2}}
+    # per named parameter subset of the group (the method's `param_subsets()`), e.g. {gate: {lr: 1.0e-2}};
+    # a subset at lr 0 is frozen (no gradient, no step), unless every part of the group is at lr 0
     param_groups: dict[str, dict[str, Any]] | None = None
     schedule: ScheduleConfig | None = None
 

@@ -308,6 +308,43 @@ def test_param_groups_give_the_gate_its_own_learning_rate(street: Tensor) -> Non
                         "optim.translator", subsets)
 
 
+def test_param_groups_at_lr_0_are_held_exactly(street: Tensor) -> None:
+    """A subset at lr 0 is frozen (no gradient, no step: eta_min and weight decay cannot move it); a control
+    whose every subset is at lr 0 keeps its groups (one step at lr 0, as before)."""
+    from taskbridge.engine.optim import build_optimizer, build_scheduler
+
+    m = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None)
+    params, subsets = m.optim_groups()["translator"], m.param_subsets()["translator"]
+    spec = {"type": "adamw", "lr": 1e-3, "weight_decay": 1e-2,
+            "param_groups": {"gate": {"lr": 3e-3}, "transform": {"lr": 0.0}, "backward": {"lr": 0.0}}}
+    opt = build_optimizer(params, spec, "optim.translator", subsets)
+    gate = {id(p) for p in m.T_A.fusion.parameters()}
+    assert [{id(p) for p in g["params"]} for g in opt.param_groups] == [gate]
+    held = [p for p in params if id(p) not in gate]
+    assert held and not any(p.requires_grad for p in held) and all(p.requires_grad for p in m.T_A.fusion.parameters())
+    sched, _ = build_scheduler(opt, {"type": "cosine_warm_restarts", "T_0": 10, "eta_min": 1e-3}, 10)
+    before = [p.detach().clone() for p in params]
+    for _ in range(3):
+        opt.zero_grad()
+        m.training_step({"A": 0.3 * street[:2], "B": street[2:4]}, 0)["loss/translator"].backward()
+        opt.step()
+        sched.step()
+    assert all(p.grad is None for p in held)
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True) if id(p) not in gate)
+    assert any(not torch.equal(p, b) for p, b in zip(params, before, strict=True) if id(p) in gate)
+    from taskbridge.checkpoint import load_trainable_state, trainable_state
+
+    state = trainable_state(m)  # the held parts are still the run's network: saved, and loaded back
+    assert any(k.startswith("T_A.transform.") for k in state) and any(k.startswith("T_B.") for k in state)
+    load_trainable_state(VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None), state, "run")
+
+    fresh = VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None)
+    params, subsets = fresh.optim_groups()["translator"], fresh.param_subsets()["translator"]
+    zero = {"gate": {"lr": 0.0}, "transform": {"lr": 0.0}, "backward": {"lr": 0.0}}
+    opt = build_optimizer(params, {"type": "adamw", "lr": 0.0, "param_groups": zero}, "optim.translator", subsets)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(params) and all(p.requires_grad for p in params)
+
+
 def test_classes_bg_weight_and_calibrated_conf_hi(street: Tensor, shared_data: Path) -> None:
     batch = {"A": 0.3 * street[:2], "B": street[2:4]}
     task = FakeDetector()

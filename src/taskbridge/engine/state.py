@@ -42,7 +42,11 @@ def restore(state: Mapping[str, Any], optimizers: Mapping[str, Optimizer], sched
     if set(state["optim"]) != set(optimizers):
         raise CheckpointError(f"{where}: optimizer groups {sorted(state['optim'])} != method groups {sorted(optimizers)}")
     for g, o in optimizers.items():
-        o.load_state_dict(state["optim"][g])
+        try:
+            o.load_state_dict(state["optim"][g])
+        except ValueError as err:  # e.g. parameter groups changed: a subset at lr 0 is frozen since the run began
+            raise CheckpointError(f"{where}: optimizer '{g}' does not match this recipe ({err}); resume with the "
+                                  "code and recipe that started the run, or start it afresh") from None
         schedulers[g].load_state_dict(state["sched"][g])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

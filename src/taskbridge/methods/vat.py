@@ -374,8 +374,10 @@ class VaT(Method):
     # ------------------------------------------------------------------ Method contract
     @property
     def frozen_modules(self) -> tuple[str, ...]:  # type: ignore[override]
-        """The frozen task model and restorer; the EMA teacher changes (without gradients) and is saved."""
-        return tuple(p.removesuffix(".") for p in untrained_prefixes(self) if p != "T_A_teacher.")
+        """The frozen task model and restorer. The translators are always saved: the EMA teacher changes without
+        gradients, and a part held at lr 0 (`param_groups`, frozen by the optimizer) is still the run's network."""
+        own = ("T_A.", "T_B.", "T_A_teacher.")
+        return tuple(p.removesuffix(".") for p in untrained_prefixes(self) if not p.startswith(own))
 
     def callbacks(self) -> list[Callback]:
         """How far the gate and the transformation module moved from their start (logged as drift/*),
