@@ -47,3 +47,14 @@ def test_resuming_with_other_parameter_groups_is_one_clear_error() -> None:
     state = {"optim": {"translator": then.state_dict()}, "sched": {"translator": sched.state_dict()}, "rng": None}
     with pytest.raises(CheckpointError, match=r"run/step_1: optimizer 'translator' does not match this recipe"):
         restore(state, {"translator": now}, {"translator": sched}, None, None, [], "run/step_1")
+
+
+def test_held_subsets_of_the_same_shape_as_a_training_one() -> None:
+    """Groups are told apart by identity, never by comparing their tensors."""
+    from taskbridge.engine.optim import build_optimizer
+
+    train, held = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer([train, held], {"type": "adamw", "lr": 1e-3, "param_groups": {"a": {"lr": 1e-2}, "b": {"lr": 0.0}}},
+                          subsets={"a": [train], "b": [held]})
+    assert [g["params"] for g in opt.param_groups] == [[train]]
+    assert train.requires_grad and not held.requires_grad

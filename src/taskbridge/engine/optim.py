@@ -60,14 +60,13 @@ def _freeze_zero_lr(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     In the optimizer it would still move (a schedule's eta_min applies to every group, and AdamW's weight decay
     with it), and its weight gradients would cost a backward for nothing (about 40 % of a VaT gate-only step).
     When nothing else would train (an untrained control, every group at lr 0), the groups stay as given."""
-    moving = [g for g in groups if "lr" not in g or float(g["lr"]) != 0.0]
-    if not moving:
+    held = [g for g in groups if "lr" in g and float(g["lr"]) == 0.0]
+    if len(held) == len(groups):
         return groups
-    for g in groups:
-        if g not in moving:
-            for p in g["params"]:
-                p.requires_grad_(False)
-    return moving
+    for g in held:
+        for p in g["params"]:
+            p.requires_grad_(False)
+    return [g for g in groups if not any(g is h for h in held)]
 
 
 def build_optimizer(params: Iterable[nn.Parameter], spec: dict[str, Any], where: str = "optim",
