@@ -163,10 +163,11 @@ def exclusive(lock: Path) -> Iterator[None]:
 
 def selected_value(run_dir: Path) -> float | None:
     """The validation score that chose the run's scored checkpoint (`selected_by` in its best meta.json)."""
+    from taskbridge.checkpoint import CheckpointError, read_meta
+
     try:
-        chosen = json.loads(best_checkpoint(run_dir).read_text()).get("selected_by") or {}
-        return float(chosen["value"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return float(read_meta(best_checkpoint(run_dir).parent)["selected_by"]["value"])
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,18 +15,15 @@ TINY = ["train.steps=3", "data.resize=[32,32]", "data.size=32", "data.crop=null"
         "inference.working_size=32", "optim.translator.weight_decay=0.1", "schedule.eta_min=1.0e-3"]
 
 
-def test_gate_only_fit_holds_the_transform_and_saves_it(shared_data: Path, tmp_path: Path) -> None:
+def test_gate_only_fit_holds_the_transform_and_saves_it(shared_data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from taskbridge.engine.trainer import Trainer
     from taskbridge.inference import load_inference_model
 
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        trainer = Trainer.from_recipe("recipes/dehaze-det-vat-learn-gateonly.yaml", TINY, output_dir=tmp_path / "run")
-        start = {k: v.detach().clone() for k, v in trainer.method.state_dict().items() if k.startswith(("T_A.", "T_B."))}
-        trainer.fit()
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(REPO)  # the recipe's split file and data root resolve as in the repository
+    trainer = Trainer.from_recipe("recipes/dehaze-det-vat-learn-gateonly.yaml", TINY, output_dir=tmp_path / "run")
+    start = {k: v.detach().clone() for k, v in trainer.method.state_dict().items() if k.startswith(("T_A.", "T_B."))}
+    trainer.fit()
     model = load_inference_model(tmp_path / "run", prefer="last")
     after = {k: v for k, v in model.method.state_dict().items() if k in start}
     assert after.keys() == start.keys()
@@ -35,8 +32,6 @@ def test_gate_only_fit_holds_the_transform_and_saves_it(shared_data: Path, tmp_p
 
 
 def test_resuming_with_other_parameter_groups_is_one_clear_error() -> None:
-    import pytest
-
     from taskbridge.checkpoint import CheckpointError
     from taskbridge.engine.state import restore
 
