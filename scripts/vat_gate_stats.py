@@ -16,6 +16,13 @@ and §3.3 quote it:
     python scripts/vat_gate_stats.py --images ../shared/data/dawn_fog/images --subset recipes/splits/dawn_fog.json:test \\
         --init-seeds 0,1,2 runs/tables/dehaze-det-vat-s0 runs/tables/dehaze-det-vat-s1 runs/tables/dehaze-det-vat-s2
     python scripts/vat_gate_stats.py --images ../shared/data/lowlight_unlabeled_sci runs/tables/lowlight-det-vat-s0
+
+A classification .npz (the CIFAR-10 subset) is read like `taskbridge evaluate` reads it: `--subset` takes a run's
+pool by index, `--degrade` darkens the images in batches of 256 under seed 0, 1, ... (evaluate's defaults), so the
+statistics are on the same degraded instances as the accuracies, at their own 32 px:
+
+    python scripts/vat_gate_stats.py --images ../shared/data/cifar10_test_subset --degrade lowlight --size 32 \
+        --subset runs/tables/lowlight-cls-vat-learn-s0/split_pools.json:test runs/tables/lowlight-cls-vat-learn-s0
 """
 
 from __future__ import annotations
@@ -33,12 +40,20 @@ from taskbridge.checkpoint import read_meta, resolve_checkpoint
 from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
 from taskbridge.engine.seed import seed_everything
+from taskbridge.evaluation.classification import degraded_arrays
+from taskbridge.evaluation.datasets import ClassificationArrays, open_dataset, restrict_to_subset
 from taskbridge.inference import load_inference_model
 from taskbridge.inference.load import build_method
+from taskbridge.registry import DEGRADATIONS
 from taskbridge.report.collect import read_metrics
 
 
-def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
+def load_images(folder: Path, subset: str | None, size: int, degrade: str | None = None) -> torch.Tensor:
+    """The photos of `folder` (or of a classification .npz, optionally degraded) at `size` x `size`."""
+    if folder.suffix == ".npz" or (folder.is_dir() and any(folder.glob("*.npz"))):
+        return load_npz_images(folder, subset, size, degrade)
+    if degrade:
+        sys.exit("--degrade is for a classification .npz (photo folders are degraded at their own size by evaluate)")
     if subset:
         file, _, name = subset.rpartition(":")
         split = load_split(file)
@@ -51,6 +66,19 @@ def load_images(folder: Path, subset: str | None, size: int) -> torch.Tensor:
         sys.exit(f"no images found in {folder}")
     return torch.cat([F.interpolate(read_image(p)[None], size=(size, size), mode="bilinear", antialias=True,
                                     align_corners=False) for p in paths]).clamp(0, 1)
+
+
+def load_npz_images(path: Path, subset: str | None, size: int, degrade: str | None) -> torch.Tensor:
+    try:
+        data = open_dataset(path)
+        data = restrict_to_subset(data, subset) if subset else data
+    except (OSError, ValueError) as err:
+        sys.exit(f"{path}: {err}")
+    assert isinstance(data, ClassificationArrays)
+    images = (degraded_arrays(data, DEGRADATIONS.create(degrade)) if degrade else data).images
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return images.clamp(0, 1)
 
 
 def untrained(checkpoint: str, seed: int | None = None) -> torch.nn.Module:
@@ -116,15 +144,16 @@ def per_photo_table(runs: list[tuple[str, torch.Tensor]], images: torch.Tensor, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", help="run folders or checkpoint folders (best is used for runs)")
-    ap.add_argument("--images", required=True, type=Path, help="image folder")
-    ap.add_argument("--subset", help="SPLIT_JSON:NAME to take only that split's files from --images")
+    ap.add_argument("--images", required=True, type=Path, help="image folder, or a classification .npz (or its folder)")
+    ap.add_argument("--subset", help="SPLIT_JSON:NAME to take only that split's files (or .npz indices) from --images")
+    ap.add_argument("--degrade", help="degradation applied to a classification .npz first (e.g. lowlight)")
     ap.add_argument("--size", type=int, default=160, help="working size (the evaluations' translate size)")
     ap.add_argument("--init-seeds", default="",
                     help="comma-separated seeds: also show the first checkpoint's method freshly initialised (step 0)")
     ap.add_argument("--per-photo", action="store_true",
                     help="also rank-correlate each run's per-photo gate change with the photos and across runs")
     args = ap.parse_args()
-    images = load_images(args.images, args.subset, args.size)
+    images = load_images(args.images, args.subset, args.size, args.degrade)
     print(f"{len(images)} images from {args.images}{' (' + args.subset + ')' if args.subset else ''} at {args.size} px; "
           "gate = weight of the degraded image; 'a vs b' = mean absolute difference in [0, 1]\n")
     print("| checkpoint | gate mean (p10–p90) | T vs I_F | T vs restored | T vs degraded | restored vs degraded "

@@ -518,3 +518,25 @@ def test_relative_method_data_paths_resolve_against_the_recipes_data_root(tmp_pa
         build_method({"data": {}, "method": method})
     with pytest.raises(FileNotFoundError, match="method.nuq_fit.folder: .*elsewhere"):
         build_method({"method": {k: v for k, v in method.items() if k != "oracle_labels"}})
+
+
+def test_agreeing_class_labels_drop_exactly_the_labels_the_views_dispute(shared_data: Path) -> None:
+    """cls_labels "agree": a certain label survives only where every view names its class; the rest is unchanged."""
+    task = TASKS.create("cifar-resnet20")
+    confident = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None)
+    agree = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, cls_labels="agree")
+    data = np.load(shared_data / "cifar10_test_subset" / "cifar10_test_first1017.npz")
+    imgs = torch.from_numpy(data["images"][:64]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        views = [task.raw(0.5 * imgs ** 2.2), task.raw(imgs)]
+    label_c, certain_c, _, _ = confident.certain_class_labels(views)
+    label_a, certain_a, _, _ = agree.certain_class_labels(views)
+    disputed = views[0].argmax(-1) != views[1].argmax(-1)
+    assert torch.equal(label_a, label_c) and bool(disputed.any()) and bool((certain_c & ~disputed).any())
+    assert torch.equal(certain_a, certain_c & ~disputed)
+    one_view = views[:1]  # the clean side has one view: nothing to dispute
+    assert torch.equal(agree.certain_class_labels(one_view)[1], confident.certain_class_labels(one_view)[1])
+    with pytest.raises(ValueError, match="cls_labels: 'agree' is for classification"):
+        VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, cls_labels="agree")
+    with pytest.raises(ValueError, match="cls_labels: 'vote' is not one of confident, agree"):
+        VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, cls_labels="vote")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from types import ModuleType
 
 import pytest
@@ -14,5 +15,6 @@ def script(request: pytest.FixtureRequest) -> ModuleType:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # before running it, as importlib's recipe says: dataclasses look it up there
     spec.loader.exec_module(module)
     return module

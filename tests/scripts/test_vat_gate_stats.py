@@ -67,3 +67,27 @@ def test_drift_is_zero_for_an_unmoved_run_and_positive_for_a_trained_one(shared_
     still, moved = ([float(c) for c in r[-3:-1]] for r in rows)
     assert still == [0.0, 0.0]  # lr 0: the rebuilt initialisation is exactly the checkpoint
     assert moved[0] > 0 and moved[1] > 0  # lr 1e-2 for two steps moves both parts
+
+
+def test_a_classification_npz_is_degraded_as_evaluate_degrades_it(script: ModuleType, shared_data: Path,
+                                                                     tmp_path: Path) -> None:
+    """The gate statistics of a dark CIFAR run are on the very images its accuracy was scored on."""
+    from taskbridge.data.splits import save_split
+    from taskbridge.evaluation import evaluate_classification
+    from taskbridge.evaluation.datasets import load_cifar_npz, restrict_to_subset
+    from taskbridge.registry import DEGRADATIONS, TASKS
+
+    data = shared_data / "cifar10_test_subset"
+    split = save_split({"test": [str(i) for i in range(3, 303)], "val": ["0", "1"]}, tmp_path / "pools.json")
+    seen: list[torch.Tensor] = []
+    evaluate_classification(TASKS.create("cifar-resnet20"), restrict_to_subset(load_cifar_npz(data), f"{split}:test"),
+                            lambda x: seen.append(x) or x, progress=False, degrade=DEGRADATIONS.create("lowlight"))
+    images = script.load_images(data, f"{split}:test", 32, "lowlight")
+    assert images.shape == (300, 3, 32, 32) and len(seen) == 2  # two batches of evaluate: seeds 0 and 1
+    assert torch.equal(images, torch.cat(seen))
+    clean = script.load_images(data, f"{split}:test", 32)
+    assert (images.mean() < clean.mean() - 0.1) and script.load_images(data, f"{split}:val", 16).shape == (2, 3, 16, 16)
+    with pytest.raises(SystemExit, match="no part 'train'"):
+        script.load_images(data, f"{split}:train", 32)
+    with pytest.raises(SystemExit, match="--degrade is for a classification .npz"):
+        script.load_images(shared_data / "coco256_street" / "images" / "val2017", None, 32, "lowlight")

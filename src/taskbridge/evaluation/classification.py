@@ -31,6 +31,16 @@ def label_lookup(dataset_names: list[str], model_names: list[str], class_map: Ma
     return torch.tensor(lut)
 
 
+def degraded_arrays(
+    dataset: ClassificationArrays, degrade: Callable[[Tensor], object], seed: int = 0, batch_size: int = 256
+) -> ClassificationArrays:
+    """The degraded images `evaluate_classification` scores (batch b under seed + b), all at once: so that a
+    diagnosis (scripts/vat_gate_stats.py, vat_label_audit.py) looks at the very instances an accuracy was measured on."""
+    images = [run_degradation(degrade, dataset.images[s: s + batch_size], seed + b)
+              for b, s in enumerate(range(0, len(dataset), batch_size))]
+    return ClassificationArrays(torch.cat(images) if images else dataset.images, dataset.labels, dataset.class_names)
+
+
 def evaluate_classification(
     task: ClassificationTask,
     dataset: ClassificationArrays,
