@@ -41,16 +41,21 @@ from taskbridge.data.io import list_images, read_image
 from taskbridge.data.splits import load_split, split_paths
 from taskbridge.engine.seed import seed_everything
 from taskbridge.evaluation.classification import degraded_arrays
-from taskbridge.evaluation.datasets import ClassificationArrays, open_dataset, restrict_to_subset
+from taskbridge.evaluation.datasets import (
+    ClassificationArrays,
+    is_classification_npz,
+    open_dataset,
+    restrict_to_subset,
+)
 from taskbridge.inference import load_inference_model
 from taskbridge.inference.load import build_method
-from taskbridge.registry import DEGRADATIONS
+from taskbridge.registry import DEGRADATIONS, RegistryError
 from taskbridge.report.collect import read_metrics
 
 
 def load_images(folder: Path, subset: str | None, size: int, degrade: str | None = None) -> torch.Tensor:
     """The photos of `folder` (or of a classification .npz, optionally degraded) at `size` x `size`."""
-    if folder.suffix == ".npz" or (folder.is_dir() and any(folder.glob("*.npz"))):
+    if is_classification_npz(folder):
         return load_npz_images(folder, subset, size, degrade)
     if degrade:
         sys.exit("--degrade is for a classification .npz (photo folders are degraded at their own size by evaluate)")
@@ -75,7 +80,11 @@ def load_npz_images(path: Path, subset: str | None, size: int, degrade: str | No
     except (OSError, ValueError) as err:
         sys.exit(f"{path}: {err}")
     assert isinstance(data, ClassificationArrays)
-    images = (degraded_arrays(data, DEGRADATIONS.create(degrade)) if degrade else data).images
+    try:
+        degradation = DEGRADATIONS.create(degrade) if degrade else None
+    except (RegistryError, TypeError, ValueError) as err:
+        sys.exit(f"--degrade {degrade}: {err}")
+    images = (degraded_arrays(data, degradation) if degradation is not None else data).images
     if images.shape[-2:] != (size, size):
         images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return images.clamp(0, 1)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from taskbridge.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+from taskbridge.config import ConfigError, build
 from taskbridge.data.root import resolve_data_path
 from taskbridge.evaluation.classification import degraded_arrays, label_lookup
 from taskbridge.evaluation.datasets import ClassificationArrays, load_cifar_npz, restrict_to_subset
@@ -130,9 +131,11 @@ def run_pools(run: Path, names: list[str], data_root: str | None) -> dict[str, d
         sys.exit(f"{run}: {err!r}")
     if not hasattr(method, "certain_class_labels"):
         sys.exit(f"{run}: not a VaT run (its method has no pseudo-labels to audit)")
+    try:
+        degradation = build(DEGRADATIONS, config["data"].get("degradation"), "data.degradation")
+    except ConfigError as err:
+        sys.exit(f"{run}: {err}")
     data = load_cifar_npz(resolve_data_path(config["data"]["path"], data_root))
-    deg = config["data"]["degradation"]
-    degradation = DEGRADATIONS.create(deg["type"], **{k: v for k, v in deg.items() if k != "type"})
     out = {}
     try:
         partners = restrict_to_subset(data, f"{run / 'split_pools.json'}:B").images

@@ -89,5 +89,7 @@ def test_a_classification_npz_is_degraded_as_evaluate_degrades_it(script: Module
     assert (images.mean() < clean.mean() - 0.1) and script.load_images(data, f"{split}:val", 16).shape == (2, 3, 16, 16)
     with pytest.raises(SystemExit, match="no part 'train'"):
         script.load_images(data, f"{split}:train", 32)
+    with pytest.raises(SystemExit, match="--degrade fog2: "):  # an unknown degradation is one line, no traceback
+        script.load_images(data, f"{split}:test", 32, "fog2")
     with pytest.raises(SystemExit, match="--degrade is for a classification .npz"):
         script.load_images(shared_data / "coco256_street" / "images" / "val2017", None, 32, "lowlight")

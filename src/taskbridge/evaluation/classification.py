@@ -31,13 +31,19 @@ def label_lookup(dataset_names: list[str], model_names: list[str], class_map: Ma
     return torch.tensor(lut)
 
 
+def degraded_batch(dataset: ClassificationArrays, start: int, batch_size: int,
+                   degrade: Callable[[Tensor], object] | None, seed: int) -> Tensor:
+    """The batch of `dataset` from `start` as `evaluate_classification` scores it: degraded under seed + batch index."""
+    x = dataset.images[start: start + batch_size]
+    return x if degrade is None else run_degradation(degrade, x, seed + start // batch_size)
+
+
 def degraded_arrays(
     dataset: ClassificationArrays, degrade: Callable[[Tensor], object], seed: int = 0, batch_size: int = 256
 ) -> ClassificationArrays:
-    """The degraded images `evaluate_classification` scores (batch b under seed + b), all at once: so that a
-    diagnosis (scripts/vat_gate_stats.py, vat_label_audit.py) looks at the very instances an accuracy was measured on."""
-    images = [run_degradation(degrade, dataset.images[s: s + batch_size], seed + b)
-              for b, s in enumerate(range(0, len(dataset), batch_size))]
+    """The degraded images `evaluate_classification` scores, all at once: so that a diagnosis
+    (scripts/vat_gate_stats.py, vat_label_audit.py) looks at the very instances an accuracy was measured on."""
+    images = [degraded_batch(dataset, s, batch_size, degrade, seed) for s in range(0, len(dataset), batch_size)]
     return ClassificationArrays(torch.cat(images) if images else dataset.images, dataset.labels, dataset.class_names)
 
 
@@ -69,11 +75,8 @@ def evaluate_classification(
 
         starts = tqdm(starts, desc="evaluate", unit="batch")
     t0 = time.perf_counter()
-    for b, s in enumerate(starts):
-        x = dataset.images[s: s + batch_size]
-        if degrade is not None:
-            x = run_degradation(degrade, x, seed + b)
-        x = x.to(dev)
+    for s in starts:
+        x = degraded_batch(dataset, s, batch_size, degrade, seed).to(dev)
         with torch.no_grad():
             if pipeline is not None:
                 x = pipeline(x)

@@ -137,10 +137,16 @@ def load_cifar_npz(path: str | os.PathLike[str]) -> ClassificationArrays:
     return ClassificationArrays(images, labels, classes)
 
 
+def is_classification_npz(path: str | os.PathLike[str]) -> bool:
+    """An .npz, or a folder holding one and no images/ folder (the CIFAR subset's layout)."""
+    p = Path(path)
+    return p.suffix == ".npz" or (p.is_dir() and any(p.glob("*.npz")) and not (p / "images").is_dir())
+
+
 def open_dataset(path: str | os.PathLike[str], split: str | None = None) -> DetectionFolder | ClassificationArrays:
     """Detection folder or classification npz, decided by what is on disk."""
     p = Path(path)
-    if p.suffix == ".npz" or (p.is_dir() and any(p.glob("*.npz")) and not (p / "images").is_dir()):
+    if is_classification_npz(p):
         if split:
             raise ValueError(f"split '{split}': {p} is a classification .npz without split folders; use subset "
                              "FILE.json:PART (--subset) for a part of it")
