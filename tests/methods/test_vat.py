@@ -25,6 +25,7 @@ from taskbridge.registry import METHODS, TASKS
 from taskbridge.registry import TRANSLATORS as TRANSLATORS_REG
 from taskbridge.tasks.base import Detections, DetectionTargets, DetectionTask
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_detector
+from taskbridge.uncertainty.pseudo_labels import found_by_every_view, predict_views, union_nms
 
 NC = 3
 
@@ -190,6 +191,31 @@ def test_empty_pseudo_labels_keep_cycle_loss(street: Tensor) -> None:
     assert not task.calls  # no detection term ran
     assert "mle/fusion" not in first and first["labels/hq_certain"] == 0 and first["labels/fusion_certain"] == 0
     torch.testing.assert_close(first["loss/translator"].detach(), first["cyc/total"])
+
+
+def test_agreeing_boxes_stay_certain_and_the_others_become_uncertain(street: Tensor) -> None:
+    """det_labels "agree": of the fusion flow's union of the degraded and restored views, a certain box stays
+    certain only where both views find it (same class, IoU >= 0.5); the others are kept as uncertain labels."""
+    task, batch = FakeDetector(), {"A": 0.3 * street[:4], "B": street[4:8]}
+    logs = {}
+    for mode in ("union", "agree"):
+        torch.manual_seed(0)
+        method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, mixup="none", det_labels=mode)
+        logs[mode] = method.training_step(batch, 0)
+    a = batch["A"]
+    views = predict_views(task, [a, Darken()(a).clamp(0, 1)], method.pseudo_conf, method.pseudo_iou)
+    union = union_nms(views, method.pseudo_iou)
+    above = torch.cat([d.scores for d in union]) > method.conf_hi
+    found = torch.cat(found_by_every_view(union, views, 0.5))
+    assert 0 < int((above & found).sum()) < int(above.sum())  # the batch has both kinds
+    assert int(logs["union"]["labels/fusion_certain"]) == int(above.sum())
+    assert int(logs["agree"]["labels/fusion_certain"]) == int((above & found).sum())
+    kept = {m: int(logs[m]["labels/fusion_certain"] + logs[m]["labels/fusion_uncertain"]) for m in logs}
+    assert kept["agree"] == kept["union"]  # nothing dropped
+    with pytest.raises(ValueError, match="det_labels: 'agree' is for detection"):
+        VaT(task=TASKS.create("cifar-resnet20"), restorer=Darken(), translator={"width": 4}, nuq=None, det_labels="agree")
+    with pytest.raises(ValueError, match="det_labels: 'all' is not one of union, agree"):
+        VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, det_labels="all")
 
 
 def test_build_by_name_and_ablation_switches(street: Tensor) -> None:

@@ -14,7 +14,12 @@ from taskbridge.uncertainty.certainty import (
     uncertainty_weight,
 )
 from taskbridge.uncertainty.mixup import label_weights, mix, sample_clean_share
-from taskbridge.uncertainty.pseudo_labels import classification_pseudo_labels, union_nms
+from taskbridge.uncertainty.pseudo_labels import (
+    cap_scores,
+    classification_pseudo_labels,
+    found_by_every_view,
+    union_nms,
+)
 
 
 def dets(boxes, scores, labels, tag: float) -> Detections:
@@ -52,6 +57,25 @@ def test_union_nms_max_det_conf_and_empty() -> None:
     assert [len(d) for d in empty] == [0, 0] and empty[0].features is not None
     with pytest.raises(ValueError, match="one Detections per image"):
         union_nms([v, v + v])
+
+
+def test_found_by_every_view_needs_the_class_and_the_overlap_in_each_view() -> None:
+    # image 0: box 0 (car) is seen by both views, box 1 (person) only by view 1, box 2 (car) by view 0 only as a
+    # person (wrong class) and by view 1 shifted to IoU 1/3 (< 0.5); image 1: view 0 finds nothing
+    v0 = [dets([[0, 0, 40, 40], [100, 0, 140, 40]], [0.6, 0.7], [2, 0], tag=0.0),
+          Detections.empty(feature_dim=4)]
+    v1 = [dets([[2, 0, 42, 40], [60, 60, 90, 90], [120, 0, 160, 40]], [0.9, 0.8, 0.6], [2, 0, 2], tag=1.0),
+          dets([[0, 0, 10, 10]], [0.9], [1], tag=1.0)]
+    union = [dets([[2, 0, 42, 40], [60, 60, 90, 90], [100, 0, 140, 40]], [0.9, 0.8, 0.7], [2, 0, 2], tag=2.0),
+             dets([[0, 0, 10, 10]], [0.9], [1], tag=2.0)]
+    found = found_by_every_view(union, [v0, v1], iou_thres=0.5)
+    assert found[0].tolist() == [True, False, False] and found[1].tolist() == [False]
+    assert found_by_every_view(union, [v1])[0].tolist() == [True, True, False]  # one view: found where it is
+    capped = cap_scores(union, found, cap=0.5)
+    assert capped[0].scores.tolist() == pytest.approx([0.9, 0.5, 0.5]) and capped[1].scores.tolist() == [0.5]
+    assert torch.equal(capped[0].boxes, union[0].boxes) and torch.equal(capped[0].features, union[0].features)
+    low = cap_scores([dets([[0, 0, 4, 4]], [0.3], [0], tag=0.0)], [torch.tensor([False])], cap=0.5)
+    assert low[0].scores.tolist() == pytest.approx([0.3])  # already under the cap: unchanged, never raised
 
 
 def test_certainty_split_and_targets() -> None:

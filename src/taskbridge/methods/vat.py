@@ -20,7 +20,8 @@ NUQ feature = logits, targets = soft label rows (share * weight * one-hot) throu
 
 Options beyond the paper, each off by default (docs/results.md §3.1 measures them): `classes`
 (pseudo-labels of the evaluated classes only), `cls_labels: agree` (classification: a label is certain only
-where every view names the same class; §3.2), `conf_hi_quantile` (the certain threshold calibrated to
+where every view names the same class; §3.2), `det_labels: agree` (its detection form: a box is certain only
+where every view finds it), `conf_hi_quantile` (the certain threshold calibrated to
 the detector), `bg_weight` (scales the background-objectness weight), `augment` (the reference code's
 augmentation of the translation flow), `teacher_ema` (the translation flow's pseudo-labels predicted
 through an EMA of T_A, a mean teacher; the copy is checkpointed), `feature_align` (a loss on what the task
@@ -69,7 +70,13 @@ from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, s
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
 from taskbridge.uncertainty.oracle_labels import OracleLabels
 from taskbridge.uncertainty.oracle_labels import certain as oracle_certain
-from taskbridge.uncertainty.pseudo_labels import classification_pseudo_labels, predict_views, union_nms
+from taskbridge.uncertainty.pseudo_labels import (
+    cap_scores,
+    classification_pseudo_labels,
+    found_by_every_view,
+    predict_views,
+    union_nms,
+)
 
 
 class NuqFit(BaseModel):
@@ -136,6 +143,8 @@ def cycle_loss(fused: Tensor, out: Tensor, clean: Tensor, t_a: Any, t_b: Any) ->
 
 
 CLS_LABELS = ("confident", "agree")  # method.cls_labels
+DET_LABELS = ("union", "agree")  # method.det_labels
+AGREE_IOU = 0.5  # det_labels agree: a view finds a box when it has one of its class overlapping it this much
 
 
 @METHODS.register("vat")
@@ -173,6 +182,7 @@ class VaT(Method):
         pseudo_max_det: PositiveInt = 1000,
         pseudo_views: str = "code",
         cls_labels: str = "confident",
+        det_labels: str = "union",
         classes: list[int] | None = None,
         bg_weight: NonNegativeFloat = 1.0,
         augment: bool | AugmentPolicy | dict[str, Any] = False,
@@ -189,7 +199,7 @@ class VaT(Method):
         for name, value, allowed in (("mixup", mixup, MIXUPS), ("weighting", weighting, WEIGHTINGS),
                                      ("mixup_sampler", mixup_sampler, SAMPLERS),
                                      ("pseudo_views", pseudo_views, ("code", "paper")),
-                                     ("cls_labels", cls_labels, CLS_LABELS)):
+                                     ("cls_labels", cls_labels, CLS_LABELS), ("det_labels", det_labels, DET_LABELS)):
             if value not in allowed:
                 raise ValueError(f"method.{name}: '{value}' is not one of {', '.join(allowed)}")
         self.task = _frozen(task if isinstance(task, nn.Module) else build(TASKS, task, "method.task"))
@@ -237,9 +247,14 @@ class VaT(Method):
         # "agree" also asks every view of that side to name the same class (scripts/vat_label_audit.py: on dark
         # CIFAR-10 the disputed labels are 42 % wrong and are fitted best by a dark-leaning blend; docs/results.md §3.2)
         if cls_labels != "confident" and self.kind != "classification":
-            raise ValueError(f"method.cls_labels: '{cls_labels}' is for classification tasks; detection pseudo-labels "
-                             "are the union of the views' boxes")
+            raise ValueError(f"method.cls_labels: '{cls_labels}' is for classification tasks; use det_labels")
         self.cls_labels = cls_labels
+        # det_labels (detection; beyond the paper): "union" = the NMS union of the views (the paper); "agree" keeps
+        # a box certain only where every view of that side finds it (same class, IoU >= AGREE_IOU), the others
+        # become uncertain (objectness-only) labels: the detection form of cls_labels "agree"
+        if det_labels != "union" and self.kind != "detection":
+            raise ValueError(f"method.det_labels: '{det_labels}' is for detection tasks; use cls_labels")
+        self.det_labels = det_labels
         # augment: false (the paper), true (the reference code's set: flip, gamma x gain, scale, mosaic, cutout)
         # or {flip: p, mosaic: p, ...} (uncertainty.augment.AugmentPolicy)
         self.augment = self._check_augment(augment)
@@ -567,6 +582,14 @@ class VaT(Method):
         return loss
 
     # ---------------------------------------------------------------- detection
+    def _union(self, views: list[list[Detections]]) -> list[Detections]:
+        """One side's pseudo-labels: the views' NMS union; with det_labels "agree", a box not found by every view
+        is capped at conf_hi (uncertain)."""
+        union = union_nms(views, self.pseudo_iou, self.pseudo_max_det)
+        if self.det_labels == "union":
+            return union
+        return cap_scores(union, found_by_every_view(union, views, AGREE_IOU), self.conf_hi)
+
     def _mle_detection(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor,
                        truth: list[Detections] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The three MLE flows; `truth` (oracle_labels) replaces the degraded side's pseudo-labels."""
@@ -585,8 +608,8 @@ class VaT(Method):
                 y_lq = y_l = truth
                 s_lq, w_lq = s_l, w_l = oracle_certain(truth)
             else:
-                y_lq = union_nms([pv[1], pv[2]], self.pseudo_iou, self.pseudo_max_det)
-                y_l = union_nms([pv[3], pv[2], pv[1], pv[4]], self.pseudo_iou, self.pseudo_max_det) if need_l else y_lq
+                y_lq = self._union([pv[1], pv[2]])
+                y_l = self._union([pv[3], pv[2], pv[1], pv[4]]) if need_l else y_lq
                 s_lq, w_lq = self._det_uncertainty(y_lq)
                 s_l, w_l = (s_lq, w_lq) if y_l is y_lq else self._det_uncertainty(y_l)
         share1, share2 = self._shares()

@@ -9,11 +9,12 @@ feature, objectness and class probability). All images of a batch go through one
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 from taskbridge.tasks.base import Detections
 
@@ -84,6 +85,31 @@ def union_nms(
         out.append(fused.select(slice(offset, offset + c)))  # type: ignore[arg-type]
         offset += c
     return out
+
+
+def found_by_every_view(
+    dets: Sequence[Detections], views: Sequence[Sequence[Detections]], iou_thres: float = 0.5,
+) -> list[Tensor]:
+    """Per image, which boxes of `dets` (typically the views' union) every view also finds: a box of the same
+    class overlapping it by at least `iou_thres`. The detection form of "the views agree" (method.det_labels)."""
+    out = []
+    for i, d in enumerate(dets):
+        found = torch.ones(len(d), dtype=torch.bool, device=d.boxes.device)
+        for view in views:
+            other = view[i]
+            if not len(other):
+                found = torch.zeros_like(found)
+                continue
+            same = d.labels.reshape(-1, 1) == other.labels.reshape(1, -1).to(d.labels.device)
+            found &= ((box_iou(d.boxes.float(), other.boxes.float().to(d.boxes.device)) >= iou_thres) & same).any(1)
+        out.append(found)
+    return out
+
+
+def cap_scores(dets: Sequence[Detections], keep: Sequence[Tensor], cap: float) -> list[Detections]:
+    """The same detections with the score of every box outside `keep` lowered to at most `cap` (a box that was
+    certain above `cap` becomes an uncertain, objectness-only pseudo-label; nothing is dropped)."""
+    return [replace(d, scores=torch.where(k, d.scores, d.scores.clamp(max=cap))) for d, k in zip(dets, keep, strict=True)]
 
 
 @torch.no_grad()
