@@ -21,7 +21,7 @@ A classification .npz (the CIFAR-10 subset) is read like `taskbridge evaluate` r
 pool by index, `--degrade` darkens the images in batches of 256 under seed 0, 1, ... (evaluate's defaults), so the
 statistics are on the same degraded instances as the accuracies, at their own 32 px:
 
-    python scripts/vat_gate_stats.py --images ../shared/data/cifar10_test_subset --degrade lowlight --size 32 \
+    python scripts/vat_gate_stats.py --images ../shared/data/cifar10_test_subset --degrade lowlight --size 32 \\
         --subset runs/tables/lowlight-cls-vat-learn-s0/split_pools.json:test runs/tables/lowlight-cls-vat-learn-s0
 """
 
