@@ -123,15 +123,36 @@ def best_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "best" / "meta.json"
 
 
-def finished(run_dir: Path) -> bool:
-    """True once the fit wrote its final checkpoint (a run still training already has a `best`)."""
+def finished(run_dir: Path, steps: int | None = None) -> bool:
+    """True once the fit wrote its final checkpoint (a run still training already has a `best`).
+
+    With `steps` (a `train.steps=N` override) the run must have reached N, not only its own recorded total: a
+    copied 300-step run under `--set train.steps=900` is continued to 900, not scored as it stands.
+    """
     from taskbridge.checkpoint import CheckpointError, read_meta, resolve_checkpoint
 
     try:
         meta = read_meta(resolve_checkpoint(run_dir, prefer="last"))
-        return int(meta["step"]) >= int(meta["total_steps"])
+        step, total = int(meta["step"]), int(meta["total_steps"])
     except (CheckpointError, OSError, ValueError, KeyError):
         return False
+    if steps is not None and total > steps:
+        print(f"note: {run_dir} was trained for {total} steps, not the {steps} asked; scored as it stands "
+              "(give it a --root of its own to train the shorter schedule)", flush=True)
+    return step >= (total if steps is None or total > steps else steps)
+
+
+def steps_asked(overrides: list[str]) -> int | None:
+    """The `train.steps=N` among the fit overrides (the last one wins, as in `taskbridge fit`), else None."""
+    steps = None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "train.steps":
+            try:
+                steps = int(value)
+            except ValueError:
+                sys.exit(f"recipe override '{item}': train.steps must be a whole number of steps")
+    return steps
 
 
 def stale(result: Path, run_dir: Path | None) -> bool:
@@ -264,10 +285,11 @@ def main() -> None:
     split_for_baseline = ""
     recipes = [recipe_name(r) for r in args.recipes] if args.recipes else plan["recipes"]
     scoring_lock = root / f"{args.plan}-scoring.lock"
+    steps = steps_asked(args.overrides)
     for recipe in recipes:
         for seed in args.seeds:
             out = root / f"{run_name(recipe)}-s{seed}"
-            if not finished(out):  # new, or interrupted (it may already have a `best`): continues from its last step
+            if not finished(out, steps):  # new, interrupted or shorter than asked: continues from its last step
                 run(["taskbridge", "fit", f"recipes/{recipe}.yaml", f"seed={seed}", "-o", str(out), "--no-report",
                      "--resume", "auto", *args.overrides], log)
             split = str(out / "split_pools.json")

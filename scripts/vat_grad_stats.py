@@ -34,8 +34,7 @@ import json
 import math
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,32 +43,9 @@ from torch import Tensor, nn
 
 from taskbridge.checkpoint import CheckpointError
 from taskbridge.config import ConfigError
-from taskbridge.engine.device import to_device
+from taskbridge.engine.probe import TERMS, active_terms, only_term, probe_trainer, training_batches
 from taskbridge.engine.seed import capture_rng, restore_rng
 from taskbridge.engine.trainer import Trainer
-
-TERMS = ("cycle", "fusion", "translation", "hq", "feature")
-FLOWS = TERMS[1:4]
-
-
-@contextmanager
-def only_term(method: nn.Module, term: str) -> Iterator[None]:
-    """VaT's objective reduced to one of its terms (the cycle loss, one MLE flow, the feature alignment)."""
-    saved = (method.use_cycle, method.use_mle, dict(method.flows), method.feature_align)
-    method.use_cycle = term == "cycle"
-    method.use_mle = term in FLOWS
-    method.flows = {f: f == term and saved[2][f] for f in saved[2]}
-    method.feature_align = saved[3] if term == "feature" else 0.0
-    try:
-        yield
-    finally:
-        method.use_cycle, method.use_mle, method.flows, method.feature_align = saved
-
-
-def active_terms(method: nn.Module) -> list[str]:
-    terms = ["cycle"] if method.use_cycle else []
-    terms += [f for f in FLOWS if method.flows.get(f)] if method.use_mle else []
-    return terms + (["feature"] if method.feature_align > 0 else [])
 
 
 def term_gradients(method: nn.Module, batch: dict[str, Any], parts: Mapping[str, Sequence[nn.Parameter]],
@@ -121,14 +97,7 @@ def measure(trainer: Trainer, batches: int, only: Sequence[str] | None = None) -
         terms = [t for t in terms if t in only]
     method.train()
     collected: dict[str, dict[str, list[Tensor]]] = {t: {p: [] for p in parts} for t in terms}
-    loader = iter(trainer._loader(0, 0))
-    for k in range(batches):
-        try:
-            batch = next(loader)
-        except StopIteration:
-            loader = iter(trainer._loader(k // max(trainer.steps_per_epoch, 1), 0))
-            batch = next(loader)
-        batch = to_device(batch, trainer.device)
+    for k, batch in enumerate(training_batches(trainer, batches)):
         for term, by_part in term_gradients(method, batch, parts, terms, trainer.step + k).items():
             for part, g in by_part.items():
                 collected[term][part].append(g)
@@ -172,12 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--batches must be at least 2 (the noise needs two gradients)")
     if not args.recipe.is_file():
         ap.error(f"{args.recipe}: no such recipe")
-    overrides = [*args.overrides, "val.type=none", "train.tensorboard=false", "train.progress=false"]
     with tempfile.TemporaryDirectory(prefix="vat-grad-") as tmp:
         try:
-            trainer = Trainer.from_recipe(args.recipe, overrides, output_dir=tmp)
-            if args.checkpoint is not None:
-                trainer.load(args.checkpoint, force=True)
+            trainer = probe_trainer(args.recipe, args.overrides, tmp, args.checkpoint)
             report = measure(trainer, args.batches, args.terms)
         except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)

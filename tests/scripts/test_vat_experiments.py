@@ -30,6 +30,23 @@ def test_finished_only_at_the_last_step(script, tmp_path: Path) -> None:
     assert not script.finished(broken)
 
 
+def test_a_run_shorter_than_the_steps_asked_is_continued_not_scored(script, tmp_path: Path, capsys) -> None:
+    copied = make_run(tmp_path / "copied", 300, 300)  # a finished 300-step run under --set train.steps=900
+    assert not script.finished(copied, 900)
+    assert script.finished(copied, 300)
+    assert script.finished(make_run(tmp_path / "continued", 900, 900), 900)
+    longer = make_run(tmp_path / "longer", 900, 900)  # asked for fewer: scored as it stands, with a note
+    assert script.finished(longer, 300)
+    assert "trained for 900 steps, not the 300 asked" in capsys.readouterr().out
+
+
+def test_steps_asked_reads_the_last_train_steps_override(script) -> None:
+    assert script.steps_asked(["a.b=1"]) is None
+    assert script.steps_asked(["train.steps=300", "x=1", "train.steps=900"]) == 900
+    with pytest.raises(SystemExit, match="train.steps must be a whole number"):
+        script.steps_asked(["train.steps=9e2"])
+
+
 def test_stale_when_missing_or_older_than_best(script, tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", 300, 300)
     result = tmp_path / "run" / "test" / "results.json"
