@@ -9,7 +9,8 @@ clean B batch) and, without updating anything:
 * audits the degraded side's pseudo-labels (the NMS union of the degraded and the restored view, as the fusion
   flow uses them, after `method.det_labels`): how many are certain, how many of those are right (a human box of
   the same class, IoU >= 0.5; the photos' labels are read here for the diagnosis only, training never reads
-  them), and which view found them (both, the degraded view only, the restored view only);
+  them), which view found them (both, the degraded view only, the restored view only) and whose box the NMS kept
+  (the more confident view's: a blend close to that view reproduces its own box best);
 * for every constant blend I = (1 - g) * restored + g * degraded (g: the weight of the degraded photo; T as in
   the recipe or checkpoint), puts what the fusion flow minimises next to what is scored: its loss without mixup
   (the `-nomix` recipes' objective) and the objectness part of it (YOLO's obj term, which holds the background
@@ -65,6 +66,7 @@ class Labels:
     candidates: int = 0  # pseudo-labels before the certainty test
     uncertain: int = 0
     certain: dict[str, list[int]] = field(default_factory=lambda: {s: [0, 0] for s in SOURCES})  # [n, right]
+    kept: dict[str, list[int]] = field(default_factory=lambda: {s: [0, 0] for s in SOURCES[1:]})  # whose box won
 
 
 @dataclass
@@ -106,6 +108,14 @@ def matched(dets: Any, truth: Any) -> Tensor:
     return ((iou >= 0.5) & same).any(1)
 
 
+def identical(dets: Any, view: Any) -> Tensor:
+    """Per box of `dets` (a views' NMS union): the same box and class is in `view`, i.e. the NMS kept its box."""
+    if not len(dets) or not len(view):
+        return torch.zeros(len(dets), dtype=torch.bool)
+    same = (dets.boxes.cpu()[:, None, :] == view.boxes.cpu()[None, :, :]).all(-1)
+    return (same & (dets.labels.cpu()[:, None] == view.labels.cpu()[None, :])).any(1)
+
+
 def only(dets: Any, keep: Tensor) -> Any:
     return replace(dets, boxes=dets.boxes[keep], scores=dets.scores[keep], labels=dets.labels[keep])
 
@@ -138,6 +148,10 @@ def audit_labels(method: nn.Module, a: Tensor, r: Tensor, truth: list[Any], tall
         for source, mask in (("both", deg & res), ("degraded", deg & ~res), ("restored", res & ~deg)):
             tally.certain[source][0] += int((certain & mask).sum())
             tally.certain[source][1] += int((certain & mask & right).sum())
+        from_degraded = identical(d, views[0][i])
+        for source, mask in (("degraded", from_degraded), ("restored", ~from_degraded)):
+            tally.kept[source][0] += int((certain & mask).sum())
+            tally.kept[source][1] += int((certain & mask & right).sum())
 
 
 def fusion_loss(method: nn.Module, batch: dict[str, Any], gate: float, share: float | None) -> tuple[float, float]:
@@ -164,13 +178,17 @@ def fusion_loss(method: nn.Module, batch: dict[str, Any], gate: float, share: fl
     return loss, loss * float(parts["obj"]) / summed if summed > 0 else math.nan
 
 
-@torch.no_grad()
-def measure(trainer: Trainer, batches: int, labels: OracleLabels, gates: Sequence[float] = GATES,
-            n_shares: int = 8, seed: int = 0) -> dict[str, Any]:
-    method = trainer.method
+def require_detection_vat(method: nn.Module) -> nn.Module:
     if getattr(method, "kind", None) != "detection" or not hasattr(method, "_union"):
         raise ConfigError(f"{type(method).__name__}: this script audits VaT's detection self-training; "
                           "for classification use scripts/vat_label_audit.py")
+    return method
+
+
+@torch.no_grad()
+def measure(trainer: Trainer, batches: int, labels: OracleLabels, gates: Sequence[float] = GATES,
+            n_shares: int = 8, seed: int = 0) -> dict[str, Any]:
+    method = require_detection_vat(trainer.method)
     method.eval()
     method.fit_nuq()  # also calibrates conf_hi (method.conf_hi_quantile), as the first training step does
     with torch.random.fork_rng(devices=[]):
@@ -228,6 +246,10 @@ def format_report(report: dict[str, Any]) -> str:
                                                    for s in SOURCES)]:
         share = f"{right / n:.1%}" if n else "-"
         lines.append(f"| {name} | {n} ({n / n_images:.2f}) | {right} ({share}) |")
+    for source in SOURCES[1:]:
+        n, right = t["kept"][source]
+        lines.append(f"| ... whose box and score are the {source} view's (it won the NMS) | {n} ({n / n_images:.2f}) | "
+                     f"{right} ({f'{right / n:.1%}' if n else '-'}) |")
     curve = report["curve"]
     marks = {}
     for key, best, label in (("loss_nomix", min, "lowest loss, no mixup"), ("loss_mix", min, "lowest loss with mixup"),
@@ -271,7 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vat-det-audit-") as tmp:
         try:
             trainer = probe_trainer(args.recipe, args.overrides, tmp, args.checkpoint)
+            require_detection_vat(trainer.method)
             folder = args.labels or label_folder(trainer)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: no folder of YOLO label files for the A photos (--labels FOLDER)")
             report = measure(trainer, args.batches, OracleLabels(folder, args.label_ids), args.gates, args.shares)
         except (CheckpointError, ConfigError, FileNotFoundError, LabelFormatError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)

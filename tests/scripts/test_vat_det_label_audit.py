@@ -64,7 +64,8 @@ def test_the_report_counts_real_labels_and_scores_each_blend(script: ModuleType,
     labels = report["labels"]
     certain = sum(n for n, _ in labels["certain"].values())
     assert labels["truth"] > 0 and labels["candidates"] >= certain + labels["uncertain"]
-    assert all(0 <= right <= n for n, right in labels["certain"].values())
+    assert all(0 <= right <= n for n, right in [*labels["certain"].values(), *labels["kept"].values()])
+    assert sum(n for n, _ in labels["kept"].values()) == certain  # every certain box is one view's box
     assert [c["gate"] for c in report["curve"]] == [0.0, 1.0]
     assert all(0 <= c["map50"] <= 1 and 0 < c["obj_nomix"] < c["loss_nomix"] for c in report["curve"])
     text = capsys.readouterr().out
@@ -74,7 +75,16 @@ def test_the_report_counts_real_labels_and_scores_each_blend(script: ModuleType,
 @pytest.mark.filterwarnings("ignore:VaT. no NUQ given")
 def test_a_classification_recipe_is_refused_in_one_line(script: ModuleType, shared_data: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    rc = script.main([str(REPO / "recipes" / "lowlight-cls-vat.yaml"), f"data.root={shared_data}", "method.nuq_fit=null",
-                      "train.device=cpu", "--batches", "1", "--labels", str(shared_data / "dawn_fog" / "yolo_labels")])
+    for labels in ([], ["--labels", str(shared_data / "dawn_fog" / "yolo_labels")]):  # no A photos' folder to look beside
+        rc = script.main([str(REPO / "recipes" / "lowlight-cls-vat.yaml"), f"data.root={shared_data}",
+                          "method.nuq_fit=null", "train.device=cpu", "--batches", "1", *labels])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "scripts/vat_label_audit.py" in err
+
+
+@pytest.mark.filterwarnings("ignore:VaT. no NUQ given")
+def test_a_missing_label_folder_is_one_line_naming_it(script: ModuleType, shared_data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    rc = script.main([str(RECIPE), *cheap(shared_data), "--batches", "1", "--labels", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "scripts/vat_label_audit.py" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "nowhere" in err
