@@ -4,6 +4,8 @@
 `translator:` sections (c23cf54, one line per recipe: parameters per optimizer group, number of state-dict
 entries, sha256 of the trainable state dict's keys and initial values under the recipe's seed). Any change
 to a default network, its initialisation or the order in which a method builds its networks breaks it.
+The ODCR entries were re-recorded (same code) when their hash turned out to depend on the CPU: the tensors its
+orthogonal parametrizations derive through LAPACK are now compared with a tolerance (`lapack`), the rest exactly.
 """
 
 from __future__ import annotations
@@ -26,24 +28,33 @@ GOLDEN = json.loads((Path(__file__).with_name("golden_networks.json")).read_text
 
 
 def _fingerprint(method: torch.nn.Module) -> dict:
+    """Exact for what the seeded generator draws; tensors that a parametrization derives through LAPACK (the
+    orthogonal heads of ODCR: a QR at registration) differ in their last bits between CPUs (AVX2 / AVX-512
+    machines), so those are recorded as sums of absolute values and compared with a tolerance."""
     state = trainable_state(method)
     h = hashlib.sha256()
     n = 0
+    lapack = {}
     for k in sorted(state):
         v = state[k]
         if isinstance(v, torch.Tensor):
+            n += 1
+            if ".parametrizations." in k:
+                lapack[k] = float(v.detach().double().abs().sum())
+                continue
             h.update(k.encode())
             h.update(v.detach().float().contiguous().numpy().tobytes())
-            n += 1
     groups = {g: sum(p.numel() for p in ps) for g, ps in method.optim_groups().items()}
-    return {"groups": groups, "n_keys": n, "sha256": h.hexdigest()}
+    return {"groups": groups, "n_keys": n, "sha256": h.hexdigest(), **({"lapack": lapack} if lapack else {})}
 
 
 @pytest.mark.parametrize("recipe", sorted(GOLDEN))
 def test_shipped_recipes_build_the_same_networks(recipe: str) -> None:
     cfg = to_dict(load_recipe(REPO / recipe))
     seed_everything(int(cfg.get("seed", 0)))
-    assert _fingerprint(build_method(cfg)) == GOLDEN[recipe]
+    got, want = _fingerprint(build_method(cfg)), dict(GOLDEN[recipe])
+    assert got.pop("lapack", {}) == pytest.approx(want.pop("lapack", {}), rel=1e-5)
+    assert got == want
 
 
 def test_golden_covers_every_method_recipe() -> None:
