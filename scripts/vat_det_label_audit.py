@@ -35,13 +35,12 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_iou
 
 from taskbridge.checkpoint import CheckpointError
 from taskbridge.config import ConfigError
@@ -99,25 +98,12 @@ def constant_fuse(gate: float):
                                        torch.full_like(restored[:, :1], gate))
 
 
-def matched(dets: Any, truth: Any) -> Tensor:
-    """Per box of `dets`: a human box of the same class overlaps it by IoU >= 0.5."""
-    if not len(dets) or not len(truth):
-        return torch.zeros(len(dets), dtype=torch.bool)
-    iou = box_iou(dets.boxes.float().cpu(), truth.boxes.float().cpu())
-    same = dets.labels.cpu()[:, None] == truth.labels.cpu()[None, :]
-    return ((iou >= 0.5) & same).any(1)
-
-
 def identical(dets: Any, view: Any) -> Tensor:
     """Per box of `dets` (a views' NMS union): the same box and class is in `view`, i.e. the NMS kept its box."""
     if not len(dets) or not len(view):
         return torch.zeros(len(dets), dtype=torch.bool)
     same = (dets.boxes.cpu()[:, None, :] == view.boxes.cpu()[None, :, :]).all(-1)
     return (same & (dets.labels.cpu()[:, None] == view.labels.cpu()[None, :])).any(1)
-
-
-def only(dets: Any, keep: Tensor) -> Any:
-    return replace(dets, boxes=dets.boxes[keep], scores=dets.scores[keep], labels=dets.labels[keep])
 
 
 def evaluated(dets: Any, classes: Sequence[int]) -> ImageBoxes:
@@ -136,13 +122,14 @@ def audit_labels(method: nn.Module, a: Tensor, r: Tensor, truth: list[Any], tall
     scores, _ = method._det_uncertainty(union)
     by_degraded = found_by_every_view(union, [views[0]])
     by_restored = found_by_every_view(union, [views[1]])
+    confirmed = found_by_every_view(union, [truth])  # a human box of the same class, IoU >= 0.5
     for i, d in enumerate(union):
         tally.truth += len(truth[i])
         tally.candidates += len(d)
         certain, uncertain = certainty_masks(d.scores.float(), scores[i].float(), method.conf_hi, method.conf_lo,
                                              method._threshold)
         tally.uncertain += int(uncertain.sum())
-        right = matched(d, truth[i])
+        right = confirmed[i].cpu()
         deg, res = by_degraded[i].cpu(), by_restored[i].cpu()
         certain = certain.cpu()
         for source, mask in (("both", deg & res), ("degraded", deg & ~res), ("restored", res & ~deg)):
@@ -205,17 +192,18 @@ def measure(trainer: Trainer, batches: int, labels: OracleLabels, gates: Sequenc
         a = batch["A"]
         r = method.restore(a)
         truth = labels.detections(batch, tuple(a.shape[-2:]), a.device)
-        truth = [only(t, torch.isin(t.labels, torch.tensor(classes, device=t.labels.device))) for t in truth]
+        truth = [t.select(torch.isin(t.labels, torch.tensor(classes, device=t.labels.device))) for t in truth]
         audit_labels(method, a, r, truth, tally)
         targets += [evaluated(t, classes) for t in truth]
-        for g in gates:
-            loss, obj = fusion_loss(method, batch, g, None)
-            loss_nomix[g].append(loss)
-            obj_nomix[g].append(obj)
-            loss_mix[g].append(sum(fusion_loss(method, batch, g, s)[0] for s in shares) / len(shares))
-            fused = (1 - g) * r + g * a
-            dets = predict_views(method.task, [fused], 0.001, 0.6, 300, classes)[0]
-            preds[g] += [evaluated(d, classes) for d in dets]
+        with patched(method, restore=lambda _, r=r: r):  # the restorer once per batch, not once per loss
+            for g in gates:
+                loss, obj = fusion_loss(method, batch, g, None)
+                loss_nomix[g].append(loss)
+                obj_nomix[g].append(obj)
+                loss_mix[g].append(sum(fusion_loss(method, batch, g, s)[0] for s in shares) / len(shares))
+                fused = (1 - g) * r + g * a
+                dets = predict_views(method.task, [fused], 0.001, 0.6, 300, classes)[0]
+                preds[g] += [evaluated(d, classes) for d in dets]
         print(f"batch {k + 1}/{batches}", file=sys.stderr, flush=True)
     names = [COCO80_NAMES[c] for c in classes]
     curve = [Blend(g, nanmean(loss_nomix[g]), nanmean(obj_nomix[g]), nanmean(loss_mix[g]),
