@@ -296,12 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def label_folder(trainer: Trainer) -> Path:
-    """yolo_labels/ beside the A photos' folder (the layout of ../shared/data/dawn_fog)."""
-    from taskbridge.data.root import resolve_data_path
+    """yolo_labels/ beside the A photos' folder (the layout of ../shared/data/dawn_fog), under the recipe's
+    data.root as the fit resolves data.train_A."""
+    from taskbridge.data.root import under_root
+    from taskbridge.engine.data import data_root
 
     source = trainer.config["data"]["train_A"]
     source = source[0] if isinstance(source, list) else source
-    return Path(resolve_data_path(source, None)).parent / "yolo_labels"
+    return under_root(data_root(trainer.cfg.data), Path(str(source))).parent / "yolo_labels"
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def test_patched_replaces_on_the_instance_and_restores(script: ModuleType) -> No
 def test_a_patched_constant_blend_is_the_loss_of_a_translator_whose_gate_is_that_constant(
         script: ModuleType, shared_data: Path, tmp_path: Path) -> None:
     trainer = probe_trainer(RECIPE, cheap(shared_data), tmp_path)
+    assert script.label_folder(trainer) == shared_data / "dawn_fog" / "yolo_labels"  # under the recipe's data.root
     method = trainer.method.eval()
     batch = next(training_batches(trainer, 1))
     with torch.no_grad():
