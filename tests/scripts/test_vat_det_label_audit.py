@@ -89,3 +89,19 @@ def test_a_missing_label_folder_is_one_line_naming_it(script: ModuleType, shared
     rc = script.main([str(RECIPE), *cheap(shared_data), "--batches", "1", "--labels", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "nowhere" in err
+
+
+@pytest.mark.filterwarnings("ignore:VaT. no NUQ given")
+def test_a_malformed_label_file_is_one_line_naming_it_and_left_untouched(script: ModuleType, shared_data: Path,
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for src in (shared_data / "dawn_fog" / "yolo_labels").glob("*.txt"):
+        (labels / src.name).write_text("3 0.5 not-a-number 0.1 0.1\n")
+    before = {p.name: p.read_bytes() for p in labels.iterdir()}
+    rc = script.main([str(RECIPE), *cheap(shared_data), "--batches", "1", "--gates", "0", "--shares", "1",
+                      "--labels", str(labels)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and str(labels) in err and ".txt" in err
+    assert {p.name: p.read_bytes() for p in labels.iterdir()} == before
