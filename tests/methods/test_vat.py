@@ -25,7 +25,7 @@ from taskbridge.registry import METHODS, TASKS
 from taskbridge.registry import TRANSLATORS as TRANSLATORS_REG
 from taskbridge.tasks.base import Detections, DetectionTargets, DetectionTask
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_detector
-from taskbridge.uncertainty.pseudo_labels import found_by_every_view, predict_views, union_nms
+from taskbridge.uncertainty.pseudo_labels import found_by_every_view, fuse_views, predict_views, union_nms
 
 NC = 3
 
@@ -212,9 +212,13 @@ def test_agreeing_boxes_stay_certain_and_the_others_become_uncertain(street: Ten
     assert int(logs["agree"]["labels/fusion_certain"]) == int((above & found).sum())
     kept = {m: int(logs[m]["labels/fusion_certain"] + logs[m]["labels/fusion_uncertain"]) for m in logs}
     assert kept["agree"] == kept["union"]  # nothing dropped
+    torch.manual_seed(0)  # "fuse": certain where the views' consensus score is
+    fuse = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, mixup="none", det_labels="fuse")
+    consensus = torch.cat([d.scores for d in fuse_views(union, views, 0.5)]) > method.conf_hi
+    assert int(fuse.training_step(batch, 0)["labels/fusion_certain"]) == int(consensus.sum()) < int(above.sum())
     with pytest.raises(ValueError, match="det_labels: 'agree' is for detection"):
         VaT(task=TASKS.create("cifar-resnet20"), restorer=Darken(), translator={"width": 4}, nuq=None, det_labels="agree")
-    with pytest.raises(ValueError, match="det_labels: 'all' is not one of union, agree"):
+    with pytest.raises(ValueError, match="det_labels: 'all' is not one of union, agree, fuse"):
         VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, det_labels="all")
 
 

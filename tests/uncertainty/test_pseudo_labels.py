@@ -18,6 +18,7 @@ from taskbridge.uncertainty.pseudo_labels import (
     cap_scores,
     classification_pseudo_labels,
     found_by_every_view,
+    fuse_views,
     union_nms,
 )
 
@@ -76,6 +77,26 @@ def test_found_by_every_view_needs_the_class_and_the_overlap_in_each_view() -> N
     assert torch.equal(capped[0].boxes, union[0].boxes) and torch.equal(capped[0].features, union[0].features)
     low = cap_scores([dets([[0, 0, 4, 4]], [0.3], [0], tag=0.0)], [torch.tensor([False])], cap=0.5)
     assert low[0].scores.tolist() == pytest.approx([0.3])  # already under the cap: unchanged, never raised
+
+
+def test_fuse_views_averages_the_views_that_find_a_box_weighted_by_their_scores() -> None:
+    # image 0: the car is found by both views (0.6 and 0.9 -> score 0.75, box weighted 0.4 / 0.6); the person only
+    # by view 1 (score halved); a second car only as a person in view 0 (wrong class) and at IoU 1/3 in view 1;
+    # image 1: view 0 finds nothing, view 1 the box itself
+    v0 = [dets([[0, 0, 40, 40], [100, 0, 140, 40]], [0.6, 0.7], [2, 0], tag=0.0), Detections.empty(feature_dim=4)]
+    v1 = [dets([[10, 0, 50, 40], [60, 60, 90, 90], [120, 0, 160, 40], [0, 0, 30, 40]], [0.9, 0.8, 0.6, 0.95],
+               [2, 0, 2, 7], tag=1.0),
+          dets([[0, 0, 10, 10]], [0.9], [1], tag=1.0)]
+    union = [dets([[10, 0, 50, 40], [60, 60, 90, 90], [100, 0, 140, 40]], [0.9, 0.8, 0.7], [2, 0, 2], tag=2.0),
+             dets([[0, 0, 10, 10]], [0.9], [1], tag=2.0)]
+    fused = fuse_views(union, [v0, v1], iou_thres=0.5)
+    torch.testing.assert_close(fused[0].boxes, torch.tensor([[6.0, 0, 46, 40], [60, 60, 90, 90], [100, 0, 140, 40]]))
+    assert fused[0].scores.tolist() == pytest.approx([0.75, 0.4, 0.7])  # the last: found by no view -> kept as is
+    assert fused[1].scores.tolist() == pytest.approx([0.45]) and fused[1].boxes.tolist() == [[0, 0, 10, 10]]
+    assert torch.equal(fused[0].labels, union[0].labels) and torch.equal(fused[0].features, union[0].features)
+    same = fuse_views(union, [v1], iou_thres=0.5)  # one view: each box found by it is its best match
+    assert same[0].scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert len(fuse_views([Detections.empty(feature_dim=4)], [v0[1:]])[0]) == 0
 
 
 def test_certainty_split_and_targets() -> None:

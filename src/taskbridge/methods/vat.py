@@ -21,7 +21,7 @@ NUQ feature = logits, targets = soft label rows (share * weight * one-hot) throu
 Options beyond the paper, each off by default (docs/results.md §3.1 measures them): `classes`
 (pseudo-labels of the evaluated classes only), `cls_labels: agree` (classification: a label is certain only
 where every view names the same class; §3.2), `det_labels: agree` (its detection form: a box is certain only
-where every view finds it), `conf_hi_quantile` (the certain threshold calibrated to
+where every view finds it; `fuse`: every box the views' score-weighted consensus), `conf_hi_quantile` (the certain threshold calibrated to
 the detector), `bg_weight` (scales the background-objectness weight), `augment` (the reference code's
 augmentation of the translation flow), `teacher_ema` (the translation flow's pseudo-labels predicted
 through an EMA of T_A, a mean teacher; the copy is checkpointed), `feature_align` (a loss on what the task
@@ -74,6 +74,7 @@ from taskbridge.uncertainty.pseudo_labels import (
     cap_scores,
     classification_pseudo_labels,
     found_by_every_view,
+    fuse_views,
     predict_views,
     union_nms,
 )
@@ -143,8 +144,8 @@ def cycle_loss(fused: Tensor, out: Tensor, clean: Tensor, t_a: Any, t_b: Any) ->
 
 
 CLS_LABELS = ("confident", "agree")  # method.cls_labels
-DET_LABELS = ("union", "agree")  # method.det_labels
-AGREE_IOU = 0.5  # det_labels agree: a view finds a box when it has one of its class overlapping it this much
+DET_LABELS = ("union", "agree", "fuse")  # method.det_labels
+AGREE_IOU = 0.5  # det_labels agree/fuse: a view finds a box when it has one of its class overlapping it this much
 
 
 @METHODS.register("vat")
@@ -251,7 +252,10 @@ class VaT(Method):
         self.cls_labels = cls_labels
         # det_labels (detection; beyond the paper): "union" = the NMS union of the views (the paper); "agree" keeps
         # a box certain only where every view of that side finds it (same class, IoU >= AGREE_IOU), the others
-        # become uncertain (objectness-only) labels: the detection form of cls_labels "agree"
+        # become uncertain (objectness-only) labels: the detection form of cls_labels "agree"; "fuse" gives each union
+        # box the views' consensus (score-weighted mean box, score summed over the views that find it / n views;
+        # uncertainty.pseudo_labels.fuse_views), a label that is no single view's own (scripts/vat_det_label_audit.py:
+        # with "union" the gate is pulled toward whichever view wins the NMS; docs/results.md §3.1)
         if det_labels != "union" and self.kind != "detection":
             raise ValueError(f"method.det_labels: '{det_labels}' is for detection tasks; use cls_labels")
         self.det_labels = det_labels
@@ -584,10 +588,12 @@ class VaT(Method):
     # ---------------------------------------------------------------- detection
     def _union(self, views: list[list[Detections]]) -> list[Detections]:
         """One side's pseudo-labels: the views' NMS union; with det_labels "agree", a box not found by every view
-        is capped at conf_hi (uncertain)."""
+        is capped at conf_hi (uncertain); with "fuse", every box is the views' consensus."""
         union = union_nms(views, self.pseudo_iou, self.pseudo_max_det)
         if self.det_labels == "union":
             return union
+        if self.det_labels == "fuse":
+            return fuse_views(union, views, AGREE_IOU)
         return cap_scores(union, found_by_every_view(union, views, AGREE_IOU), self.conf_hi)
 
     def _mle_detection(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor,

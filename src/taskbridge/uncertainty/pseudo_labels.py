@@ -106,6 +106,41 @@ def found_by_every_view(
     return out
 
 
+def fuse_views(
+    dets: Sequence[Detections], views: Sequence[Sequence[Detections]], iou_thres: float = 0.5,
+) -> list[Detections]:
+    """Per image, each box of `dets` (typically the views' union) replaced by the views' consensus: its
+    coordinates the score-weighted mean of the best-overlapping box of its class in every view that finds one
+    (IoU >= `iou_thres`), its score the sum of those views' scores over the number of views, so that a box one
+    view of two finds keeps half its score (weighted box fusion, Solovyev et al. 2021). Class, NUQ feature and
+    the other fields stay the union's. The label is no single view's own: no blend of the views reproduces it
+    by reproducing one view's detections (method.det_labels "fuse")."""
+    out = []
+    n_views = len(views)
+    for i, d in enumerate(dets):
+        if not len(d) or not n_views:
+            out.append(d)
+            continue
+        boxes = d.boxes.float()
+        box_sum = torch.zeros_like(boxes)
+        score_sum = torch.zeros_like(boxes[:, 0])
+        for view in views:
+            other = view[i]
+            if not len(other):
+                continue
+            same = d.labels.reshape(-1, 1) == other.labels.reshape(1, -1).to(d.labels.device)
+            iou = torch.where(same, box_iou(boxes, other.boxes.float().to(boxes.device)), -1.0)
+            best_iou, best = iou.max(1)
+            s = torch.where(best_iou >= iou_thres, other.scores.float().to(boxes.device)[best], 0.0)
+            box_sum += s[:, None] * other.boxes.float().to(boxes.device)[best]
+            score_sum += s
+        found = score_sum > 0
+        fused = torch.where(found[:, None], box_sum / score_sum.clamp_min(1e-12)[:, None], boxes)
+        score = torch.where(found, score_sum / n_views, d.scores.float())
+        out.append(replace(d, boxes=fused.to(d.boxes.dtype), scores=score.to(d.scores.dtype)))
+    return out
+
+
 def cap_scores(dets: Sequence[Detections], keep: Sequence[Tensor], cap: float) -> list[Detections]:
     """The same detections with the score of every box outside `keep` lowered to at most `cap` (a box that was
     certain above `cap` becomes an uncertain, objectness-only pseudo-label; nothing is dropped)."""
