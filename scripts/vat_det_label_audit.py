@@ -10,7 +10,8 @@ clean B batch) and, without updating anything:
   flow uses them, after `method.det_labels`): how many are certain, how many of those are right (a human box of
   the same class, IoU >= 0.5; the photos' labels are read here for the diagnosis only, training never reads
   them), which view found them (both, the degraded view only, the restored view only) and whose box the NMS kept
-  (the more confident view's: a blend close to that view reproduces its own box best);
+  (the more confident view's: a blend close to that view reproduces its own box best; with det_labels fuse a label
+  is the views' consensus, no single view's);
 * for every constant blend I = (1 - g) * restored + g * degraded (g: the weight of the degraded photo; T as in
   the recipe or checkpoint), puts what the fusion flow minimises next to what is scored: its loss without mixup
   (the `-nomix` recipes' objective) and the objectness part of it (YOLO's obj term, which holds the background
@@ -55,6 +56,7 @@ from taskbridge.uncertainty.pseudo_labels import found_by_every_view, predict_vi
 
 GATES = tuple(i / 10 for i in range(11))
 SOURCES = ("both", "degraded", "restored")
+KEPT = ("degraded", "restored", "consensus")  # whose box a label is: one view's (it won the NMS) or neither (fuse)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Labels:
     candidates: int = 0  # pseudo-labels before the certainty test
     uncertain: int = 0
     certain: dict[str, list[int]] = field(default_factory=lambda: {s: [0, 0] for s in SOURCES})  # [n, right]
-    kept: dict[str, list[int]] = field(default_factory=lambda: {s: [0, 0] for s in SOURCES[1:]})  # whose box won
+    kept: dict[str, list[int]] = field(default_factory=lambda: {s: [0, 0] for s in KEPT})  # whose box won
 
 
 @dataclass
@@ -136,7 +138,9 @@ def audit_labels(method: nn.Module, a: Tensor, r: Tensor, truth: list[Any], tall
             tally.certain[source][0] += int((certain & mask).sum())
             tally.certain[source][1] += int((certain & mask & right).sum())
         from_degraded = identical(d, views[0][i])
-        for source, mask in (("degraded", from_degraded), ("restored", ~from_degraded)):
+        from_restored = identical(d, views[1][i]) & ~from_degraded
+        for source, mask in (("degraded", from_degraded), ("restored", from_restored),
+                             ("consensus", ~(from_degraded | from_restored))):
             tally.kept[source][0] += int((certain & mask).sum())
             tally.kept[source][1] += int((certain & mask & right).sum())
 
@@ -234,9 +238,10 @@ def format_report(report: dict[str, Any]) -> str:
                                                    for s in SOURCES)]:
         share = f"{right / n:.1%}" if n else "-"
         lines.append(f"| {name} | {n} ({n / n_images:.2f}) | {right} ({share}) |")
-    for source in SOURCES[1:]:
+    for source in KEPT:
         n, right = t["kept"][source]
-        lines.append(f"| ... whose box and score are the {source} view's (it won the NMS) | {n} ({n / n_images:.2f}) | "
+        whose = "no single view's (det_labels fuse)" if source == "consensus" else f"the {source} view's (it won the NMS)"
+        lines.append(f"| ... whose box and score are {whose} | {n} ({n / n_images:.2f}) | "
                      f"{right} ({f'{right / n:.1%}' if n else '-'}) |")
     curve = report["curve"]
     marks = {}
