@@ -205,7 +205,7 @@ def measure(trainer: Trainer, batches: int, labels: OracleLabels, gates: Sequenc
                 loss_nomix[g].append(loss)
                 obj_nomix[g].append(obj)
                 loss_mix[g].append(sum(fusion_loss(method, batch, g, s)[0] for s in shares) / len(shares))
-                fused = (1 - g) * r + g * a
+                fused = constant_fuse(g)(r, a)[0]  # the blend whose loss was just measured
                 dets = predict_views(method.task, [fused], 0.001, 0.6, 300, classes)[0]
                 preds[g] += [evaluated(d, classes) for d in dets]
         print(f"batch {k + 1}/{batches}", file=sys.stderr, flush=True)

@@ -66,7 +66,7 @@ def test_the_report_counts_real_labels_and_scores_each_blend(script: ModuleType,
     certain = sum(n for n, _ in labels["certain"].values())
     assert labels["truth"] > 0 and labels["candidates"] >= certain + labels["uncertain"]
     assert all(0 <= right <= n for n, right in [*labels["certain"].values(), *labels["kept"].values()])
-    assert sum(n for n, _ in labels["kept"].values()) == certain  # every certain box is one view's box
+    assert sum(n for n, _ in labels["kept"].values()) == certain  # each certain box counted once by whose box it is
     assert labels["kept"]["consensus"] == [0, 0]  # det_labels union: every label is one view's box
     assert [c["gate"] for c in report["curve"]] == [0.0, 1.0]
     assert all(0 <= c["map50"] <= 1 and 0 < c["obj_nomix"] < c["loss_nomix"] for c in report["curve"])

@@ -96,14 +96,20 @@ def found_by_every_view(
     for i, d in enumerate(dets):
         found = torch.ones(len(d), dtype=torch.bool, device=d.boxes.device)
         for view in views:
-            other = view[i]
-            if not len(other):
-                found = torch.zeros_like(found)
-                continue
-            same = d.labels.reshape(-1, 1) == other.labels.reshape(1, -1).to(d.labels.device)
-            found &= ((box_iou(d.boxes.float(), other.boxes.float().to(d.boxes.device)) >= iou_thres) & same).any(1)
+            found &= _best_match(d, view[i])[0] >= iou_thres
         out.append(found)
     return out
+
+
+def _best_match(d: Detections, other: Detections) -> tuple[Tensor, Tensor]:
+    """Per box of `d`: the IoU of the most-overlapping box of its class in `other` (-1 where there is none) and
+    that box's index. "A view finds a box" is this IoU reaching the threshold, for det_labels agree and fuse."""
+    if not len(other):
+        return torch.full((len(d),), -1.0, device=d.boxes.device), torch.zeros(len(d), dtype=torch.long,
+                                                                               device=d.boxes.device)
+    same = d.labels.reshape(-1, 1) == other.labels.reshape(1, -1).to(d.labels.device)
+    iou = torch.where(same, box_iou(d.boxes.float(), other.boxes.float().to(d.boxes.device)), -1.0)
+    return iou.max(1)
 
 
 def fuse_views(
@@ -128,9 +134,7 @@ def fuse_views(
             other = view[i]
             if not len(other):
                 continue
-            same = d.labels.reshape(-1, 1) == other.labels.reshape(1, -1).to(d.labels.device)
-            iou = torch.where(same, box_iou(boxes, other.boxes.float().to(boxes.device)), -1.0)
-            best_iou, best = iou.max(1)
+            best_iou, best = _best_match(d, other)
             s = torch.where(best_iou >= iou_thres, other.scores.float().to(boxes.device)[best], 0.0)
             box_sum += s[:, None] * other.boxes.float().to(boxes.device)[best]
             score_sum += s
