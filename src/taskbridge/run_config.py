@@ -145,6 +145,7 @@ class CifarData(_Strict):
     degradation: Section
     flip: bool = False
     repair_each_epoch: bool = True
+    labels_A: bool = False  # pool A's classes in every batch: only method.oracle_labels: data reads them
     batch_size: PositiveInt = 1
     num_workers: NonNegativeInt = 0
     shuffle: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,6 +16,7 @@ from taskbridge import checkpoint as ckpt
 from taskbridge.cli import app
 from taskbridge.config import ConfigError
 from taskbridge.data.io import read_image
+from taskbridge.data.splits import split_indices
 from taskbridge.engine.data import plan_data
 from taskbridge.engine.trainer import Trainer
 
@@ -106,7 +108,13 @@ def test_cifar_npz_plan_pools_are_disjoint_and_degraded(shared_data: Path) -> No
     assert len(plan.val_arrays) == plan.info["val"] and ds.a.shape[1:] == (3, 32, 32)
     assert ds.a.mean() < 0.6 * ds.b.mean()  # A is darkened, B clean
     item = ds[0]
-    assert set(item) == {"A", "B", "A_path", "B_path"}
+    assert set(item) == {"A", "B", "A_path", "B_path"}  # pool A's classes travel only when asked (an oracle)
+    labelled = plan_data({**cfg, "labels_A": True}, seed=0)
+    batch = labelled.collate([labelled.train[i] for i in (0, 5, 7)])
+    pool_a = split_indices(1017, cfg["split"]["fractions"], 0)["A"]
+    truth = np.load(shared_data / cfg["path"])["labels"]
+    assert batch["A_labels"].tolist() == [int(truth[int(pool_a[i])]) for i in (0, 5, 7)]
+    assert torch.equal(batch["A"], torch.stack([ds[i]["A"] for i in (0, 5, 7)]))  # the same images as without
     with pytest.raises(ConfigError, match="degradation: missing"):
         plan_data({**cfg, "degradation": None}, seed=0)
     with pytest.raises(ConfigError, match="sise: unknown key"):

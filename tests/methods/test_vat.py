@@ -528,8 +528,38 @@ def test_oracle_labels_replace_the_degraded_sides_pseudo_labels(street: Tensor, 
     # p0: the whole photo; p1: its right half, mirrored: (0.9, 0.1) -> x 0.8 of the half -> 0.2 mirrored
     assert rows == [(0, 0.5, 0.5, 0.25, 0.25), (1, 0.2, 0.1, 0.4, 0.2)]
     assert not bool(fusion.soft[degraded].any()) and bool((fusion.labels[degraded] == 0).all())
-    with pytest.raises(ValueError, match="oracle_labels replaces detection pseudo-labels"):
+    with pytest.raises(ValueError, match="oracle_labels replaces the pseudo-labels: a folder"):
         VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=nuq, oracle_labels=str(labels), use_mle=False)
+
+
+def test_class_oracle_replaces_the_degraded_sides_pseudo_labels(shared_data: Path) -> None:
+    """method.oracle_labels: data (a ceiling, not VaT): the fusion and translation flows of a classifier train on
+    pool A's own classes, certain and at full weight; without data.labels_A the batch has none to give."""
+    task = TASKS.create("cifar-resnet20")
+    method = VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, oracle_labels="data", mixup="none")
+    data = np.load(shared_data / "cifar10_test_subset" / "cifar10_test_first1017.npz")
+    imgs = torch.from_numpy(data["images"][:8]).permute(0, 3, 1, 2).float() / 255
+    truth = torch.tensor([3, 3, 7, 1])  # not these images' classes: the oracle trains on what the batch says
+    seen: dict[str, Tensor] = {}
+    flow_loss = method._flow_loss
+
+    def spy(name: str, x: Tensor, targets, bg=None) -> Tensor:
+        seen[name] = targets.labels.clone()
+        return flow_loss(name, x, targets, bg)
+
+    method._flow_loss = spy
+    logs = method.training_step({"A": 0.3 * imgs[:4], "B": imgs[4:], "A_labels": truth}, 0)
+    expected = F.one_hot(truth, 10).float()  # no mixup: the clean partner's share is 0
+    assert torch.equal(seen["fusion"], expected) and torch.equal(seen["translation"], expected)
+    assert float(logs["labels/fusion_certain"]) == 4 and seen["hq"].shape == (4, 10)
+    with pytest.raises(ValueError, match="set data.labels_A: true"):
+        method.training_step({"A": 0.3 * imgs[:4], "B": imgs[4:]}, 0)
+    with pytest.raises(ValueError, match="it needs use_mle: true"):
+        VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, oracle_labels="data", use_mle=False)
+    with pytest.raises(ValueError, match="a classifier takes 'data'"):
+        VaT(task=task, restorer=Darken(), translator={"width": 4}, nuq=None, oracle_labels="labels")
+    with pytest.raises(ValueError, match="'data' .* is for a classification task"):
+        VaT(task=FakeDetector(), restorer=Darken(), translator={"width": 4}, nuq=None, oracle_labels="data")
 
 
 def test_relative_method_data_paths_resolve_against_the_recipes_data_root(tmp_path: Path, monkeypatch) -> None:

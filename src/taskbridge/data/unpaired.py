@@ -252,4 +252,6 @@ def unpaired_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if all("A_window" in item for item in batch):  # folder data: which part of each A photo is shown
         out["A_windows"] = torch.stack([item["A_window"] for item in batch])
         out["A_flips"] = [bool(item["A_flip"]) for item in batch]
+    if all("A_label" in item for item in batch):  # cifar data with labels_A: an oracle ceiling's classes
+        out["A_labels"] = torch.tensor([int(item["A_label"]) for item in batch], dtype=torch.long)
     return out

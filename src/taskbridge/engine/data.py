@@ -165,8 +165,10 @@ class UnpairedTensors(EpochDataset):
     """In-memory unpaired A/B images with the same pairing rule as `UnpairedDataset`:
     item i of epoch e = (A[i mod |A|], B[perm_e[i mod |B|]]), perm_e drawn from (seed, e)."""
 
-    def __init__(self, a: Tensor, b: Tensor, seed: int = 0, flip: bool = False, repair_each_epoch: bool = True) -> None:
+    def __init__(self, a: Tensor, b: Tensor, seed: int = 0, flip: bool = False, repair_each_epoch: bool = True,
+                 a_labels: Tensor | None = None) -> None:
         self.a, self.b, self.seed, self.flip, self.repair = a, b, int(seed), flip, repair_each_epoch
+        self.a_labels = a_labels  # carried only for an oracle ceiling (data.labels_A); VaT itself never reads them
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -189,7 +191,10 @@ class UnpairedTensors(EpochDataset):
             flips = torch.rand(2, generator=g) < 0.5
             a = a.flip(-1) if flips[0] else a
             b = b.flip(-1) if flips[1] else b
-        return {"A": a, "B": b, "A_path": f"A[{ia}]", "B_path": f"B[{ib}]"}
+        item = {"A": a, "B": b, "A_path": f"A[{ia}]", "B_path": f"B[{ib}]"}
+        if self.a_labels is not None:
+            item["A_label"] = int(self.a_labels[ia])
+        return item
 
 
 def _plan_cifar(cfg: CifarData, seed: int, output_dir: Path | None = None) -> DataPlan:
@@ -224,7 +229,8 @@ def _plan_cifar(cfg: CifarData, seed: int, output_dir: Path | None = None) -> Da
         out = degradation(clean_a, generator=torch.Generator().manual_seed(seed))
     degraded = (out[0] if isinstance(out, tuple) else out).clamp(0, 1)
     ds = UnpairedTensors(degraded, arrays.images[parts["B"]], seed=seed, flip=cfg.flip,
-                         repair_each_epoch=cfg.repair_each_epoch)
+                         repair_each_epoch=cfg.repair_each_epoch,
+                         a_labels=arrays.labels[parts["A"]] if cfg.labels_A else None)
     val = None
     if "val" in parts and len(parts["val"]):
         val = ClassificationArrays(arrays.images[parts["val"]], arrays.labels[parts["val"]], arrays.class_names)

@@ -70,6 +70,8 @@ from taskbridge.uncertainty.mixup import MIXUPS, SAMPLERS, label_weights, mix, s
 from taskbridge.uncertainty.nuq import NUQ, fit_nuq_from_classifier, fit_nuq_from_detector
 from taskbridge.uncertainty.oracle_labels import OracleLabels
 from taskbridge.uncertainty.oracle_labels import certain as oracle_certain
+from taskbridge.uncertainty.oracle_labels import class_rows as oracle_class_rows
+from taskbridge.uncertainty.oracle_labels import classes_of as oracle_classes
 from taskbridge.uncertainty.pseudo_labels import (
     cap_scores,
     classification_pseudo_labels,
@@ -274,8 +276,13 @@ class VaT(Method):
         self.running_features = RunningStatistics(feature_momentum) if feature_align > 0 else None
         # oracle_labels (a diagnostic, not VaT: default none): the degraded photos' human labels replace the
         # pseudo-labels of the fusion and translation flows, to measure what a perfect signal would teach
-        # (oracle_min_size: only boxes whose shorter side in the training view is at least this many pixels)
-        self.oracle = self._check_oracle(oracle_labels, oracle_ids, oracle_min_size, use_mle)
+        # (detection: a folder of YOLO labels, oracle_min_size: only boxes whose shorter side in the training view
+        # is at least this many pixels; classification: "data", the classes the data set keeps for pool A)
+        self.oracle_classes = oracle_labels == "data" and self.kind == "classification"
+        self.oracle = None if self.oracle_classes else self._check_oracle(oracle_labels, oracle_ids, oracle_min_size,
+                                                                          use_mle)
+        if self.oracle_classes and not use_mle:
+            raise ValueError("method.oracle_labels replaces the pseudo-labels: it needs use_mle: true")
         self.u_threshold = u_threshold
         needs_clean = conf_hi_quantile is not None or feature_align > 0
         self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or needs_clean else None
@@ -333,9 +340,12 @@ class VaT(Method):
     def _check_oracle(self, folder: str | None, ids: str, min_size: float, use_mle: bool) -> OracleLabels | None:
         if folder is None:
             return None
+        if folder == "data":
+            raise ValueError("method.oracle_labels: 'data' (the classes of pool A) is for a classification task; a "
+                             "detector takes a folder of YOLO labels")
         if self.kind != "detection" or not use_mle:
-            raise ValueError("method.oracle_labels replaces detection pseudo-labels: it needs a detection task "
-                             "and use_mle: true")
+            raise ValueError("method.oracle_labels replaces the pseudo-labels: a folder of YOLO labels needs a "
+                             "detection task and use_mle: true (a classifier takes 'data', the classes of pool A)")
         from taskbridge.data.root import resolve_data_path
 
         return OracleLabels(resolve_data_path(folder), ids, min_size)
@@ -560,7 +570,8 @@ class VaT(Method):
                 truth = None if self.oracle is None else self.oracle.detections(batch, tuple(a.shape[-2:]), a.device)
                 mle, mle_logs = self._mle_detection(a, r, b, fused, out, truth)
             else:
-                mle, mle_logs = self._mle_classification(a, r, b, fused, out)
+                truth = oracle_classes(batch) if self.oracle_classes else None
+                mle, mle_logs = self._mle_classification(a, r, b, fused, out, truth)
             total = total + self.mle_weight * mle
             logs.update(mle_logs)
         if self.running_features is not None:  # feature_align > 0: through the gate and T, what the task model sees
@@ -688,18 +699,26 @@ class VaT(Method):
         rows = F.one_hot(labels, logits_views[0].shape[1]).float() * (share * weight * certain)[:, None]
         return rows, int(certain.sum())
 
-    def _mle_classification(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        need_l = self.flows["translation"] and self.pseudo_views == "code"
+    def _mle_classification(self, a: Tensor, r: Tensor, b: Tensor, fused: Tensor, out: Tensor,
+                            truth: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The three MLE flows; `truth` (oracle_labels: data) replaces the degraded side's pseudo-labels."""
+        need_l = self.flows["translation"] and self.pseudo_views == "code" and truth is None
         with torch.no_grad():
             views = [b, a, r] + (self._translated_views(r, a, fused, out) if need_l else [])
             logits = self.task.raw(torch.cat(views)).float().chunk(len(views))
         share1, share2 = self._shares()
         total = out.sum() * 0.0
         logs: dict[str, Tensor] = {"mix/clean_share": torch.tensor(share1, device=a.device)}
+        n_classes = logits[0].shape[1]
 
-        def run(name: str, x_fn, parts: list[tuple[list[Tensor], float, bool]]) -> None:
+        def degraded(views: list[Tensor], share: float) -> tuple[Tensor, int]:
+            if truth is None:
+                return self._cls_rows(views, share)
+            return oracle_class_rows(truth.to(a.device), n_classes, share)
+
+        def run(name: str, x_fn, parts: list[tuple[Tensor, int]]) -> None:
             nonlocal total
-            rows, n = zip(*(self._cls_rows(v, s, hard) for v, s, hard in parts), strict=True)
+            rows, n = zip(*parts, strict=True)
             soft = torch.stack(rows).sum(0)
             logs[f"labels/{name}_certain"] = torch.tensor(float(sum(n)), device=a.device)
             if bool((soft.sum(1) > 0).any()):
@@ -710,11 +729,12 @@ class VaT(Method):
         lq = [logits[1], logits[2]]
         l_views = [logits[3], logits[2], logits[1], logits[4]] if need_l else lq
         if self.flows["fusion"]:
-            run("fusion", lambda: mix(fused, b, share1), [(lq, 1.0 - share1, False), ([logits[0]], share1, False)])
+            run("fusion", lambda: mix(fused, b, share1),
+                [degraded(lq, 1.0 - share1), self._cls_rows([logits[0]], share1)])
         if self.flows["translation"]:
             run("translation", lambda: self.T_A.transform(mix(fused.detach(), b, share2)),
-                [(l_views, 1.0 - share2, False), ([logits[0]], share2, False)])
+                [degraded(l_views, 1.0 - share2), self._cls_rows([logits[0]], share2)])
         if self.flows["hq"]:
-            run("hq", lambda: self.T_A.transform(b), [([logits[0]], 1.0, True)])
+            run("hq", lambda: self.T_A.transform(b), [self._cls_rows([logits[0]], 1.0, hard=True)])
         logs["mle/total"] = total.detach()
         return total, logs

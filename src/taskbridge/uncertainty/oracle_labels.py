@@ -2,7 +2,8 @@
 
 VaT is unsupervised. `method.oracle_labels` swaps its pseudo-labels of the degraded side (the fusion and
 translation flows) for the photos' ground-truth boxes, carried onto each training view (crop, resize,
-flip), certain and at full weight. It answers "how much could this translator learn at this budget from a
+flip), certain and at full weight; for a classifier (`oracle_labels: data`) for the classes the data set
+keeps for pool A (`data.labels_A: true`). It answers "how much could this translator learn at this budget from a
 perfect signal?": if even that does not lift the detector, better pseudo-labels cannot either. It reads
 the labels VaT never reads, so it is a diagnostic, never a result to compare with the unsupervised rows.
 """
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from taskbridge.data.labels import COCO80_NAMES, DAWN_YOLO_IDS, LabelFormatError, read_yolo_txt
@@ -66,3 +68,18 @@ def certain(dets: Sequence[Detections]) -> tuple[list[Tensor], list[Tensor]]:
     """Uncertainty score 0 and label weight 1 for every box: what VaT's certainty test keeps in full."""
     return ([torch.zeros(len(d), device=d.boxes.device) for d in dets],
             [torch.ones(len(d), device=d.boxes.device) for d in dets])
+
+
+def class_rows(labels: Tensor, n_classes: int, share: float) -> tuple[Tensor, int]:
+    """Soft target rows share * one-hot of the human classes, every one certain at weight 1 (as `certain`)."""
+    if share <= 0:
+        return torch.zeros(len(labels), n_classes, device=labels.device), 0
+    return F.one_hot(labels, n_classes).float() * share, len(labels)
+
+
+def classes_of(batch: dict) -> Tensor:
+    """The human classes of an unpaired batch's A images (the cifar data with `data.labels_A: true`)."""
+    if "A_labels" not in batch:
+        raise ValueError("method.oracle_labels: data reads the classes of pool A, which the batch does not carry: "
+                         "set data.labels_A: true (cifar_npz data)")
+    return batch["A_labels"]
