@@ -34,7 +34,7 @@ import json
 import math
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from taskbridge.config import ConfigError
 from taskbridge.data.labels import COCO80_NAMES, LabelFormatError
 from taskbridge.engine.probe import only_term, probe_trainer, training_batches
 from taskbridge.engine.trainer import Trainer
+from taskbridge.methods import vat as vat_module
 from taskbridge.metrics.detection import ImageBoxes, voc_detection_ap
 from taskbridge.uncertainty.certainty import certainty_masks
 from taskbridge.uncertainty.mixup import sample_clean_share
@@ -93,6 +94,21 @@ def patched(module: nn.Module, **attrs: Any) -> Iterator[None]:
                 object.__setattr__(module, k, old)
             else:
                 object.__delattr__(module, k)
+
+
+def once_per_batch(predict: Callable[..., Any]) -> Callable[..., Any]:
+    """`predict_views` remembering its answers for the same view tensors: the fusion flow's pseudo-labels (the
+    detector on the B, degraded and restored views) do not depend on the gate, so every blend's loss of one batch
+    reuses one prediction (the same detections; before, the detector ran on them again for every loss)."""
+    memo: dict[tuple[Any, ...], tuple[Sequence[Tensor], Any]] = {}
+
+    def cached(task: nn.Module, views: Sequence[Tensor], *args: Any, **kwargs: Any) -> Any:
+        key = (id(task), tuple(id(v) for v in views), repr(args), repr(sorted(kwargs.items())))
+        if key not in memo:
+            memo[key] = (list(views), predict(task, views, *args, **kwargs))  # the views held: ids stay theirs
+        return memo[key][1]
+
+    return cached
 
 
 def constant_fuse(gate: float):
@@ -199,7 +215,8 @@ def measure(trainer: Trainer, batches: int, labels: OracleLabels, gates: Sequenc
         truth = [t.select(torch.isin(t.labels, torch.tensor(classes, device=t.labels.device))) for t in truth]
         audit_labels(method, a, r, truth, tally)
         targets += [evaluated(t, classes) for t in truth]
-        with patched(method, restore=lambda _, r=r: r):  # the restorer once per batch, not once per loss
+        # the restorer and the pseudo-labels once per batch, not once per loss
+        with patched(method, restore=lambda _, r=r: r), patched(vat_module, predict_views=once_per_batch(predict_views)):
             for g in gates:
                 loss, obj = fusion_loss(method, batch, g, None)
                 loss_nomix[g].append(loss)

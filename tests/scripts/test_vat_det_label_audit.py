@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from taskbridge.engine.probe import only_term, probe_trainer, training_batches
+from taskbridge.methods import vat as vat_module
+from taskbridge.uncertainty.pseudo_labels import predict_views
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "vat_det_label_audit.py"
@@ -55,6 +57,29 @@ def test_a_patched_constant_blend_is_the_loss_of_a_translator_whose_gate_is_that
 
 
 @pytest.mark.filterwarnings("ignore:VaT. no NUQ given")
+@pytest.mark.filterwarnings("ignore:VaT. no NUQ given")
+def test_the_pseudo_labels_are_predicted_once_per_batch_for_every_blend(script: ModuleType, shared_data: Path,
+                                                                        tmp_path: Path) -> None:
+    method = probe_trainer(RECIPE, cheap(shared_data), tmp_path).method.eval()
+    batch = next(training_batches(probe_trainer(RECIPE, cheap(shared_data), tmp_path / "b"), 1))
+    calls: list[int] = []
+
+    def counting(task, views, *args, **kwargs):
+        calls.append(len(views))
+        return predict_views(task, views, *args, **kwargs)
+
+    with torch.no_grad():
+        plain = script.fusion_loss(method, batch, 0.3, None)
+        r = method.restore(batch["A"])
+        with script.patched(method, restore=lambda _: r), \
+                script.patched(vat_module, predict_views=script.once_per_batch(counting)):
+            cached = script.fusion_loss(method, batch, 0.3, None)
+            other = script.fusion_loss(method, batch, 0.7, 0.4)
+    assert calls == [3]  # B, degraded, restored: once for both losses
+    assert cached == plain and other != cached  # the same loss as without the cache
+    assert vat_module.predict_views is predict_views
+
+
 def test_the_report_counts_real_labels_and_scores_each_blend(script: ModuleType, shared_data: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "audit.json"
