@@ -278,11 +278,8 @@ class VaT(Method):
         # pseudo-labels of the fusion and translation flows, to measure what a perfect signal would teach
         # (detection: a folder of YOLO labels, oracle_min_size: only boxes whose shorter side in the training view
         # is at least this many pixels; classification: "data", the classes the data set keeps for pool A)
-        self.oracle_classes = oracle_labels == "data" and self.kind == "classification"
-        self.oracle = None if self.oracle_classes else self._check_oracle(oracle_labels, oracle_ids, oracle_min_size,
-                                                                          use_mle)
-        if self.oracle_classes and not use_mle:
-            raise ValueError("method.oracle_labels replaces the pseudo-labels: it needs use_mle: true")
+        self.oracle = self._check_oracle(oracle_labels, oracle_ids, oracle_min_size, use_mle)
+        self.oracle_classes = oracle_labels == "data"  # checked above: a classification task
         self.u_threshold = u_threshold
         needs_clean = conf_hi_quantile is not None or feature_align > 0
         self._nuq_fit = self._check_nuq_fit(nuq_fit) if nuq is None or needs_clean else None
@@ -338,11 +335,16 @@ class VaT(Method):
         return nuq_fit.model_copy(update={"folder": str(folder)})
 
     def _check_oracle(self, folder: str | None, ids: str, min_size: float, use_mle: bool) -> OracleLabels | None:
+        """The detection oracle's labels; None without one, or for a classifier's 'data' (read from each batch)."""
         if folder is None:
             return None
         if folder == "data":
-            raise ValueError("method.oracle_labels: 'data' (the classes of pool A) is for a classification task; a "
-                             "detector takes a folder of YOLO labels")
+            if self.kind != "classification":
+                raise ValueError("method.oracle_labels: 'data' (the classes of pool A) is for a classification task; "
+                                 "a detector takes a folder of YOLO labels")
+            if not use_mle:
+                raise ValueError("method.oracle_labels replaces the pseudo-labels: it needs use_mle: true")
+            return None
         if self.kind != "detection" or not use_mle:
             raise ValueError("method.oracle_labels replaces the pseudo-labels: a folder of YOLO labels needs a "
                              "detection task and use_mle: true (a classifier takes 'data', the classes of pool A)")
@@ -570,7 +572,7 @@ class VaT(Method):
                 truth = None if self.oracle is None else self.oracle.detections(batch, tuple(a.shape[-2:]), a.device)
                 mle, mle_logs = self._mle_detection(a, r, b, fused, out, truth)
             else:
-                truth = oracle_classes(batch) if self.oracle_classes else None
+                truth = oracle_classes(batch).to(a.device) if self.oracle_classes else None
                 mle, mle_logs = self._mle_classification(a, r, b, fused, out, truth)
             total = total + self.mle_weight * mle
             logs.update(mle_logs)
@@ -714,7 +716,7 @@ class VaT(Method):
         def degraded(views: list[Tensor], share: float) -> tuple[Tensor, int]:
             if truth is None:
                 return self._cls_rows(views, share)
-            return oracle_class_rows(truth.to(a.device), n_classes, share)
+            return oracle_class_rows(truth, n_classes, share)
 
         def run(name: str, x_fn, parts: list[tuple[Tensor, int]]) -> None:
             nonlocal total
